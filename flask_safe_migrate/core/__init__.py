@@ -1,0 +1,3 @@
+"""The Flask-free core: settings, engine, retry, steps, ledger and runner."""
+
+from __future__ import annotations

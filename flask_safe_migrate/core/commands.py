@@ -1,0 +1,467 @@
+"""The commands: run, status, plan, execute, baseline, doctor; the only core entry points.
+
+Each takes explicit ``(settings, registry, engine)`` plus options, returns a report
+dataclass and prints nothing. Database errors are translated here, at one boundary,
+into :mod:`.exceptions` with one readable line and the password hidden.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+import typing as t
+from dataclasses import dataclass
+from dataclasses import field
+
+import sqlalchemy as sa
+
+from .disconnects import ErrorKind
+from .disconnects import classify_error
+from .disconnects import describe_error
+from .engine import safe_url
+from .exceptions import DatabaseUnavailableError
+from .exceptions import RetryExhaustedError
+from .exceptions import SafeMigrateError
+from .exceptions import StatementFailedError
+from .ledger import LedgerRow
+from .phases.schema import check_schema_sql
+from .retry import RetryIf
+from .retry import RetryState
+from .retry import default_policy
+from .retry import log_before_sleep
+from .runner import Runner
+from .runner import RunReport
+from .runner import StepStatus
+from .settings import MigrateSettings
+from .steps import Phase
+from .steps import Step
+from .steps import StepRegistry
+from .transaction import _retry_predicate
+from .transaction import open_autocommit_or_dispose
+from .transaction import release
+from .transaction import run_with_retry_stats
+
+__all__ = [
+    "DoctorReport",
+    "ExecReport",
+    "PlanReport",
+    "StatusReport",
+    "baseline",
+    "doctor",
+    "execute",
+    "plan",
+    "run",
+    "status",
+]
+
+logger = logging.getLogger(__name__)
+
+_NO_PARAMS = {"no_parameters": True}
+BeforeSleep = t.Callable[[RetryState], None]
+
+
+# -- error translation ---------------------------------------------------------------
+
+
+def _is_connect_error(exc: BaseException) -> bool:
+    text = str(getattr(exc, "orig", None) or exc)
+    return bool(re.search(r"connection to server (at|on) .*failed", text, re.S))
+
+
+@contextlib.contextmanager
+def translate_db_errors(engine: sa.Engine) -> t.Iterator[None]:
+    """Turn connection failures into :class:`DatabaseUnavailableError` (one line)."""
+    url = safe_url(engine.url)
+    try:
+        yield
+    except SafeMigrateError as exc:
+        last = exc.last_exception if isinstance(exc, RetryExhaustedError) else None
+        if last is not None and classify_error(last) in {
+            ErrorKind.CONNECT_FAILED,
+            ErrorKind.DISCONNECT,
+        }:
+            raise DatabaseUnavailableError(
+                f"cannot reach {url} after {exc.attempts} attempt(s) in "
+                f"{exc.elapsed_seconds:.1f}s: {describe_error(last)}",
+                url=url,
+            ) from exc
+        raise
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        if _is_connect_error(exc) or classify_error(exc) is not ErrorKind.FATAL:
+            raise DatabaseUnavailableError(
+                f"cannot connect to {url}: {describe_error(exc)}", url=url
+            ) from exc
+        raise
+
+
+# -- run ---------------------------------------------------------------------------
+
+
+def run(
+    settings: MigrateSettings,
+    registry: StepRegistry,
+    engine: sa.Engine,
+    *,
+    phases: t.Sequence[Phase | str] = (Phase.SCHEMA,),
+    step_ids: t.Sequence[str] | None = None,
+    dry_run: bool = False,
+    max_seconds: float | None = None,
+    before_sleep: BeforeSleep | None = None,
+) -> RunReport:
+    """Apply the pending steps of ``phases`` (see :meth:`Runner.run`)."""
+    runner = Runner(settings, registry, engine, before_sleep=before_sleep)
+    with translate_db_errors(engine):
+        return runner.run(
+            [Phase.parse(p) for p in phases],
+            step_ids=step_ids,
+            dry_run=dry_run,
+            max_seconds=max_seconds,
+        )
+
+
+# -- status ------------------------------------------------------------------------
+
+
+@dataclass
+class StatusReport:
+    """Every registered step and its state; ledger rows of unknown steps."""
+
+    steps: list[StepStatus]
+    ledger_exists: bool
+    unknown_rows: list[LedgerRow] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Number of steps per state."""
+        counts: dict[str, int] = {}
+        for s in self.steps:
+            counts[s.state] = counts.get(s.state, 0) + 1
+        return counts
+
+
+def status(
+    settings: MigrateSettings,
+    registry: StepRegistry,
+    engine: sa.Engine,
+    *,
+    before_sleep: BeforeSleep | None = None,
+) -> StatusReport:
+    """Read the ledger (one query) and compare it with the registered steps."""
+    runner = Runner(settings, registry, engine, before_sleep=before_sleep)
+    with translate_db_errors(engine):
+        rows = runner.read_ledger()
+    known = {s.id for s in registry.steps()}
+    return StatusReport(
+        steps=runner.statuses(registry.steps(), rows or {}),
+        ledger_exists=rows is not None,
+        unknown_rows=[r for r in (rows or {}).values() if r.step_id not in known],
+    )
+
+
+# -- plan --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """The SQL one pending step would send."""
+
+    step: Step
+    statements: tuple[str, ...]
+
+
+@dataclass
+class PlanReport:
+    """What ``run`` would send, without sending it."""
+
+    steps: list[PlannedStep]
+    ledger_exists: bool
+
+
+class RecordingHandle:
+    """A step handle that records SQL instead of sending it (plan, check)."""
+
+    def __init__(self, step: Step) -> None:
+        self._step = step
+        self.statements: list[str] = []
+
+    @property
+    def step(self) -> Step:
+        """The step being recorded."""
+        return self._step
+
+    def execute(
+        self, sql: str, params: t.Mapping[str, t.Any] | None = None
+    ) -> list[tuple[t.Any, ...]]:
+        """Record ``sql`` (with ``params`` shown as a comment) and return no rows."""
+        suffix = f"  -- params: {dict(params)!r}" if params else ""
+        self.statements.append(sql.strip() + suffix)
+        return []
+
+
+def record_step(step: Step) -> list[str]:
+    """Return the SQL statements of ``step``: its SQL, or what its function sends."""
+    if step.sql is not None:
+        return [step.sql.strip()]
+    assert step.fn is not None
+    handle = RecordingHandle(step)
+    step.fn(handle)
+    return handle.statements
+
+
+def plan(
+    settings: MigrateSettings,
+    registry: StepRegistry,
+    engine: sa.Engine | None,
+    *,
+    phases: t.Sequence[Phase | str] = tuple(Phase),
+    step_ids: t.Sequence[str] | None = None,
+) -> PlanReport:
+    """Return the SQL of the pending steps (every step when ``engine`` is None)."""
+    rows: dict[str, LedgerRow] | None = None
+    runner: Runner | None = None
+    if engine is not None:
+        runner = Runner(settings, registry, engine)
+        with translate_db_errors(engine):
+            rows = runner.read_ledger()
+    selected = (
+        runner.select_steps([Phase.parse(p) for p in phases], step_ids)
+        if runner
+        else [
+            s for s in registry.steps() if s.phase in {Phase.parse(p) for p in phases}
+        ]
+    )
+    for step in selected:
+        if step.phase is Phase.SCHEMA and step.sql is not None:
+            check_schema_sql(step, step.sql)
+    pending = [
+        s
+        for s in selected
+        if rows is None or s.id not in rows or not rows[s.id].is_applied
+    ]
+    return PlanReport(
+        steps=[PlannedStep(s, tuple(record_step(s))) for s in pending],
+        ledger_exists=rows is not None,
+    )
+
+
+# -- exec --------------------------------------------------------------------------
+
+
+@dataclass
+class ExecReport:
+    """The result of one statement run through the retry helper."""
+
+    columns: list[str]
+    rows: list[tuple[t.Any, ...]]
+    rowcount: int
+    attempts: int
+    elapsed_seconds: float
+
+
+def execute(
+    settings: MigrateSettings,
+    engine: sa.Engine,
+    sql: str,
+    *,
+    fetch: bool = False,
+    before_sleep: BeforeSleep | None = None,
+) -> ExecReport:
+    """Run one SQL string in its own transaction, retried through disconnects.
+
+    :raises StatementFailedError: the server rejected it (one line, with SQLSTATE).
+    :raises DatabaseUnavailableError: no connection could be made.
+    """
+    policy = default_policy(
+        max_attempts=settings.retry_max_attempts,
+        backoff_seconds=settings.retry_backoff_seconds,
+        backoff_max_seconds=settings.retry_backoff_max_seconds,
+        max_elapsed_seconds=settings.retry_max_elapsed_seconds,
+        retry=RetryIf(_retry_predicate),
+        before_sleep=before_sleep or log_before_sleep(logger),
+    )
+
+    def work(conn: sa.Connection) -> tuple[list[str], list[tuple[t.Any, ...]], int]:
+        result = conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)
+        if result.returns_rows:
+            rows = [tuple(r) for r in result.fetchall()]
+            return list(result.keys()), rows if fetch else [], len(rows)
+        return [], [], result.rowcount
+
+    started = time.monotonic()
+    with translate_db_errors(engine):
+        try:
+            (columns, rows, count), stats = run_with_retry_stats(
+                engine, work, policy=policy
+            )
+        except sa.exc.DBAPIError as exc:
+            if _is_connect_error(exc):
+                raise
+            raise StatementFailedError(
+                f"statement failed: {describe_error(exc)}", sql=sql
+            ) from exc
+    return ExecReport(
+        columns=columns,
+        rows=rows,
+        rowcount=count,
+        attempts=stats.attempts,
+        elapsed_seconds=time.monotonic() - started,
+    )
+
+
+# -- baseline ----------------------------------------------------------------------
+
+
+@dataclass
+class BaselineReport:
+    """Steps recorded as applied without being run."""
+
+    recorded: list[str]
+    already_applied: list[str]
+
+
+def baseline(
+    settings: MigrateSettings,
+    registry: StepRegistry,
+    engine: sa.Engine,
+    *,
+    upto: str | None = None,
+) -> BaselineReport:
+    """Record steps as applied without running them, to adopt an existing database.
+
+    Every step in run order up to and including ``upto`` (all steps when None) that
+    has no ledger row gets one, in one transaction under the migration lock.
+    """
+    runner = Runner(settings, registry, engine)
+    steps = registry.steps()
+    if upto is not None:
+        last = registry.get(upto)
+        steps = steps[: steps.index(last) + 1]
+    with translate_db_errors(engine):
+        rows = runner.read_ledger()
+        if rows is None:
+            runner.ensure_ledger()
+            rows = {}
+        todo = [s for s in steps if s.id not in rows]
+        already = [s.id for s in steps if s.id in rows]
+        if todo:
+            inserts = [
+                runner.ledger.insert_applied_sql(
+                    step_id=s.id, phase=s.phase.value, checksum=s.checksum, attempts=0
+                )
+                + " ON CONFLICT (step_id) DO NOTHING"
+                for s in todo
+            ]
+            lock = runner.ledger.lock_sql(settings.advisory_lock_wait_seconds)
+
+            def work(conn: sa.Connection) -> None:
+                conn.exec_driver_sql(
+                    ";\n".join([lock, *inserts]), execution_options=_NO_PARAMS
+                )
+
+            run_with_retry_stats(engine, work, policy=runner.policy())
+    return BaselineReport(recorded=[s.id for s in todo], already_applied=already)
+
+
+# -- doctor ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DoctorCheck:
+    """One diagnosis line."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class DoctorReport:
+    """Reachability, TLS, server, latency and pooler hints."""
+
+    url: str
+    checks: list[DoctorCheck]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every check passed."""
+        return all(c.ok for c in self.checks)
+
+
+def doctor(settings: MigrateSettings, engine: sa.Engine) -> DoctorReport:
+    """Diagnose the connection the migrations will use; never raises for the database."""
+    url = safe_url(engine.url)
+    checks: list[DoctorCheck] = []
+    try:
+        started = time.monotonic()
+        conn = open_autocommit_or_dispose(engine)
+    except Exception as exc:
+        checks.append(DoctorCheck("connect", False, describe_error(exc)))
+        return DoctorReport(url=url, checks=checks)
+    try:
+        checks.append(
+            DoctorCheck(
+                "connect", True, f"connected in {time.monotonic() - started:.3f}s"
+            )
+        )
+        raw = conn.connection.dbapi_connection
+        ssl_in_use = bool(getattr(getattr(raw, "info", None), "ssl_in_use", False))
+        checks.append(
+            DoctorCheck(
+                "tls",
+                ssl_in_use,
+                "TLS in use" if ssl_in_use else "no TLS: add ?sslmode=require",
+            )
+        )
+        version = conn.exec_driver_sql("SHOW server_version_num").scalar()
+        major = int(str(version)) // 10000
+        checks.append(
+            DoctorCheck(
+                "server",
+                major >= 13,
+                f"PostgreSQL {major}" + ("" if major >= 13 else " (13+ required)"),
+            )
+        )
+        times = []
+        for _ in range(3):
+            t0 = time.monotonic()
+            conn.exec_driver_sql("SELECT 1").scalar()
+            times.append(time.monotonic() - t0)
+        checks.append(
+            DoctorCheck("round-trip", True, f"{min(times) * 1000:.1f} ms (best of 3)")
+        )
+        pids = {
+            conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() for _ in range(4)
+        }
+        backend = conn.exec_driver_sql(
+            "SELECT inet_server_port(), current_setting('port')"
+        ).one()
+        pooled = backend[0] is not None and str(backend[0]) != str(engine.url.port)
+        if len(pids) > 1:
+            mode = "transaction (or statement) pooling: backend changed between queries"
+        elif pooled:
+            mode = "a pooler in session mode, or a proxy (server port differs)"
+        else:
+            mode = "direct connection (no pooler detected)"
+        checks.append(DoctorCheck("pooler", True, mode))
+        runner_ledger = Runner(settings, StepRegistry(), engine).ledger
+        exists = conn.exec_driver_sql(
+            f"SELECT to_regclass('{runner_ledger.qualified.replace(chr(39), '')}')"
+        ).scalar()
+        checks.append(
+            DoctorCheck(
+                "ledger",
+                True,
+                f"{runner_ledger.qualified} "
+                + (
+                    "exists" if exists else "not created yet (the first run creates it)"
+                ),
+            )
+        )
+    except Exception as exc:
+        checks.append(DoctorCheck("query", False, describe_error(exc)))
+    finally:
+        release(conn)
+        engine.dispose()
+    return DoctorReport(url=url, checks=checks)

@@ -1,0 +1,118 @@
+"""build_migration_engine: a dedicated, pooler-safe engine for migrations only."""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+
+import sqlalchemy as sa
+
+from .exceptions import ConfigurationError
+from .settings import MigrateSettings
+
+__all__ = ["build_migration_engine", "parse_database_url", "safe_url"]
+
+logger = logging.getLogger(__name__)
+
+_KEY = "SAFE_MIGRATE_DATABASE_URI"
+
+#: Drivers this library speaks. Bare ``postgresql://`` (what Supabase, Neon and
+#: Heroku hand out) means psycopg 3 to SQLAlchemy 2.1; we pin it to psycopg2.
+_BARE_NAMES = {"postgresql", "postgres"}
+_SUPPORTED = {"postgresql+psycopg2"}
+
+
+def safe_url(url: str | sa.URL | None) -> str:
+    """Render ``url`` for a message: password hidden, never raising."""
+    if url is None:
+        return "<no URL>"
+    if isinstance(url, sa.URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        scheme = url.split("://", 1)[0] if "://" in url else "?"
+        return f"{scheme}://***"
+
+
+def parse_database_url(url: str | sa.URL | None, *, key: str = _KEY) -> sa.URL:
+    """Parse and check a migration URL; pin bare ``postgresql://`` to psycopg2.
+
+    :raises ConfigurationError: missing, malformed or non-PostgreSQL URL, naming
+        ``key`` and showing the URL with its password hidden.
+    """
+    if url is None or (isinstance(url, str) and not url.strip()):
+        raise ConfigurationError(
+            "no database URL: set SAFE_MIGRATE_DATABASE_URI (or "
+            "SQLALCHEMY_DATABASE_URI) to a postgresql:// URL",
+            key=key,
+        )
+    try:
+        parsed = url if isinstance(url, sa.URL) else sa.make_url(url.strip())
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise ConfigurationError(
+            f"malformed database URL {safe_url(url)}: expected "
+            "postgresql://user:password@host:port/dbname",
+            key=key,
+        ) from exc
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend not in _BARE_NAMES:
+        raise ConfigurationError(
+            f"{safe_url(parsed)} is not a PostgreSQL URL; flask-safe-migrate "
+            "supports PostgreSQL 13+ only",
+            key=key,
+        )
+    if driver in ("", "psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    if parsed.drivername not in _SUPPORTED:
+        raise ConfigurationError(
+            f"driver {driver!r} in {safe_url(parsed)} is not supported: use "
+            "postgresql:// or postgresql+psycopg2:// (psycopg2 is the installed driver)",
+            key=key,
+        )
+    if not parsed.host and "host" not in parsed.query:
+        raise ConfigurationError(
+            f"{safe_url(parsed)} names no host; expected "
+            "postgresql://user:password@host:port/dbname",
+            key=key,
+        )
+    return parsed
+
+
+def build_migration_engine(
+    settings: MigrateSettings, *, url: str | sa.URL | None = None
+) -> sa.Engine:
+    """Create the migration engine: never the app's engine, never ``db.session``.
+
+    TCP keepalives, ``connect_timeout`` and ``application_name`` are set on every
+    connection (values in the URL's query win); the pool is tiny with pre-ping, and
+    nothing is session-scoped, so it is safe through PgBouncer in transaction mode.
+
+    :param url: overrides ``settings.database_uri``.
+    :raises ConfigurationError: the URL is missing, malformed or not PostgreSQL.
+    """
+    parsed = parse_database_url(url if url is not None else settings.database_uri)
+    connect_args: dict[str, t.Any] = {
+        "connect_timeout": max(1, round(settings.connect_timeout_seconds)),
+        "application_name": settings.application_name,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+    }
+    for name in list(connect_args):
+        if name in parsed.query:
+            del connect_args[name]  # the URL's own value wins
+    options: dict[str, t.Any] = {
+        "pool_size": 1,
+        "max_overflow": 2,
+        "pool_pre_ping": True,
+        "pool_recycle": 300,
+        "pool_timeout": 30,
+    }
+    user_options = dict(settings.engine_options)
+    connect_args.update(user_options.pop("connect_args", {}))
+    options.update(user_options)
+    engine = sa.create_engine(parsed, connect_args=connect_args, **options)
+    logger.debug("migration engine for %s", safe_url(parsed))
+    return engine

@@ -1,0 +1,3 @@
+"""Lint the SQL of steps."""
+
+from __future__ import annotations

@@ -1,0 +1,297 @@
+"""Runner: read the ledger once, decide what is pending, drive the phase runners."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import typing as t
+from dataclasses import dataclass
+from dataclasses import field
+
+import sqlalchemy as sa
+
+from .disconnects import error_sqlstate
+from .exceptions import ChecksumMismatchError
+from .exceptions import StepFailedError
+from .ledger import Ledger
+from .ledger import LedgerRow
+from .phases import StepOutcome
+from .phases.schema import SchemaPhase
+from .phases.schema import check_schema_sql
+from .retry import RetryIf
+from .retry import RetryPolicy
+from .retry import RetryState
+from .retry import default_policy
+from .retry import log_before_sleep
+from .settings import MigrateSettings
+from .steps import Phase
+from .steps import Step
+from .steps import StepRegistry
+from .transaction import _discard
+from .transaction import _retry_predicate
+from .transaction import open_autocommit_or_dispose
+from .transaction import release
+
+__all__ = ["RunReport", "Runner", "StepStatus"]
+
+logger = logging.getLogger(__name__)
+
+_NO_PARAMS = {"no_parameters": True}
+_UNDEFINED_TABLE = "42P01"
+
+
+@dataclass(frozen=True)
+class StepStatus:
+    """A registered step and what the ledger says of it.
+
+    ``state`` is ``applied``, ``pending``, ``changed`` (applied, but its checksum
+    differs from the code's) or ``running`` (a backfill with a checkpoint).
+    """
+
+    step: Step
+    state: str
+    row: LedgerRow | None = None
+
+
+@dataclass
+class RunReport:
+    """What a run did, step by step."""
+
+    phases: tuple[str, ...]
+    dry_run: bool = False
+    outcomes: list[StepOutcome] = field(default_factory=list)
+    pending: list[Step] = field(default_factory=list)
+    changed: list[StepStatus] = field(default_factory=list)
+    stopped_by_budget: bool = False
+    elapsed_seconds: float = 0.0
+
+    @property
+    def up_to_date(self) -> bool:
+        """Whether there was nothing to do."""
+        return not self.pending
+
+    @property
+    def applied(self) -> list[StepOutcome]:
+        """Outcomes of the steps this run applied."""
+        return [o for o in self.outcomes if o.status == "applied"]
+
+
+class Runner:
+    """Apply the pending steps of a registry through one migration engine."""
+
+    def __init__(
+        self,
+        settings: MigrateSettings,
+        registry: StepRegistry,
+        engine: sa.Engine,
+        *,
+        sleep: t.Callable[[float], None] = time.sleep,
+        clock: t.Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        before_sleep: t.Callable[[RetryState], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.engine = engine
+        self.ledger = Ledger(settings.ledger_table, settings.ledger_schema)
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng
+        self._before_sleep = before_sleep or log_before_sleep(logger)
+        self.schema = SchemaPhase(
+            settings,
+            engine,
+            self.ledger,
+            sleep=sleep,
+            clock=clock,
+            rng=rng,
+            before_sleep=self._before_sleep,
+        )
+
+    # -- the ledger ------------------------------------------------------------
+
+    def policy(self) -> RetryPolicy:
+        """The disconnect retry policy built from the settings."""
+        s = self.settings
+        return default_policy(
+            max_attempts=s.retry_max_attempts,
+            backoff_seconds=s.retry_backoff_seconds,
+            backoff_max_seconds=s.retry_backoff_max_seconds,
+            max_elapsed_seconds=s.retry_max_elapsed_seconds,
+            retry=RetryIf(_retry_predicate),
+            before_sleep=self._before_sleep,
+            sleep=self._sleep,
+            clock=self._clock,
+            rng=self._rng,
+        )
+
+    def read_ledger(self) -> dict[str, LedgerRow] | None:
+        """Read every ledger row in one query; None when the ledger does not exist."""
+
+        def attempt() -> dict[str, LedgerRow] | None:
+            conn = open_autocommit_or_dispose(self.engine)
+            try:
+                rows = conn.exec_driver_sql(
+                    self.ledger.select_all_sql(), execution_options=_NO_PARAMS
+                ).fetchall()
+            except sa.exc.DBAPIError as exc:
+                if error_sqlstate(exc) == _UNDEFINED_TABLE:
+                    release(conn)
+                    return None
+                if exc.connection_invalidated:
+                    _discard(conn, self.engine)
+                raise
+            release(conn)
+            return {r[0]: self.ledger.row(tuple(r)) for r in rows}
+
+        result, _ = self.policy().call(attempt)
+        return result
+
+    def ensure_ledger(self) -> None:
+        """Create the ledger table if missing, under the migration lock (one message)."""
+        message = ";\n".join(
+            [
+                "BEGIN",
+                self.ledger.lock_sql(self.settings.advisory_lock_wait_seconds),
+                self.ledger.create_sql(),
+                "COMMIT",
+            ]
+        )
+
+        def attempt() -> None:
+            conn = open_autocommit_or_dispose(self.engine)
+            try:
+                conn.exec_driver_sql(message, execution_options=_NO_PARAMS)
+            except sa.exc.DBAPIError as exc:
+                if exc.connection_invalidated:
+                    _discard(conn, self.engine)
+                    raise
+                release(conn)
+                raise
+            release(conn)
+
+        self.policy().call(attempt)
+        logger.info("ledger %s is ready", self.ledger.qualified)
+
+    # -- deciding ----------------------------------------------------------------
+
+    def select_steps(
+        self, phases: t.Sequence[Phase], step_ids: t.Sequence[str] | None = None
+    ) -> list[Step]:
+        """The steps of ``phases`` in run order, or just ``step_ids`` among them."""
+        if step_ids:
+            chosen = {self.registry.get(i).id for i in step_ids}
+            return [s for s in self.registry.steps() if s.id in chosen]
+        return [s for s in self.registry.steps() if s.phase in phases]
+
+    def statuses(
+        self, steps: t.Sequence[Step], rows: t.Mapping[str, LedgerRow]
+    ) -> list[StepStatus]:
+        """Compare each step with its ledger row."""
+        result = []
+        for step in steps:
+            row = rows.get(step.id)
+            if row is None:
+                state = "pending"
+            elif row.checksum != step.checksum and row.is_applied:
+                state = "changed"
+            elif row.is_applied:
+                state = "applied"
+            else:
+                state = row.state
+            result.append(StepStatus(step=step, state=state, row=row))
+        return result
+
+    def preflight(self, steps: t.Sequence[Step]) -> None:
+        """Refuse the whole run before anything is sent if any SQL step is invalid."""
+        for step in steps:
+            if step.phase is Phase.SCHEMA and step.sql is not None:
+                check_schema_sql(step, step.sql)
+
+    # -- running -----------------------------------------------------------------
+
+    def run(
+        self,
+        phases: t.Sequence[Phase] = (Phase.SCHEMA,),
+        *,
+        step_ids: t.Sequence[str] | None = None,
+        dry_run: bool = False,
+        max_seconds: float | None = None,
+    ) -> RunReport:
+        """Apply the pending steps of ``phases``, in order, each exactly once.
+
+        On an up-to-date database this costs one query. Changed steps are refused
+        (or only warned about, with ``SAFE_MIGRATE_CHANGED_STEPS=warn``).
+
+        :raises StepRefusedError: a step's SQL is invalid or not allowed (nothing ran).
+        :raises ChecksumMismatchError: an applied step was edited.
+        :raises StepFailedError: a step failed; ``.report`` has what ran before it.
+        :raises LockNotAcquiredError: a lock stayed unavailable past its budget.
+        """
+        started = self._clock()
+        report = RunReport(phases=tuple(p.value for p in phases), dry_run=dry_run)
+        steps = self.select_steps(phases, step_ids)
+        self.preflight(steps)
+        rows = self.read_ledger()
+        if rows is None:
+            rows = {}
+            if not dry_run:
+                self.ensure_ledger()
+        statuses = self.statuses(steps, rows)
+        report.changed = [s for s in statuses if s.state == "changed"]
+        if report.changed:
+            self._on_changed(report.changed)
+        report.pending = [
+            s.step for s in statuses if s.state not in ("applied", "changed")
+        ]
+        if dry_run or not report.pending:
+            report.outcomes = (
+                [StepOutcome(s.id, s.phase.value, "planned") for s in report.pending]
+                if dry_run
+                else []
+            )
+            report.elapsed_seconds = self._clock() - started
+            return report
+        for step in report.pending:
+            if max_seconds is not None and self._clock() - started >= max_seconds:
+                logger.info("time budget of %.1fs used; stopping", max_seconds)
+                report.stopped_by_budget = True
+                break
+            try:
+                outcome = self._apply(step)
+            except StepFailedError as exc:
+                report.elapsed_seconds = self._clock() - started
+                exc.report = report  # type: ignore[attr-defined]  # partial report
+                raise
+            report.outcomes.append(outcome)
+        report.elapsed_seconds = self._clock() - started
+        return report
+
+    def _apply(self, step: Step) -> StepOutcome:
+        if step.phase is Phase.SCHEMA:
+            return self.schema.apply(step)
+        raise StepFailedError(
+            f"step {step.id} ({step.location}): the {step.phase.value} phase is not "
+            "available in this version",
+            step_id=step.id,
+            phase=step.phase.value,
+        )
+
+    def _on_changed(self, changed: list[StepStatus]) -> None:
+        details = "; ".join(
+            f"{s.step.id} ({s.step.location}): ledger checksum "
+            f"{(s.row.checksum if s.row else '')[:12]}, code checksum "
+            f"{s.step.short_checksum}"
+            for s in changed
+        )
+        if self.settings.changed_steps == "warn":
+            logger.warning("applied steps were changed since: %s", details)
+            return
+        raise ChecksumMismatchError(
+            f"{len(changed)} applied step(s) changed since they were applied: "
+            f"{details}. Applied steps are never re-run: restore the original and "
+            "add a new step for the change, or set SAFE_MIGRATE_CHANGED_STEPS=warn "
+            "to run anyway",
+            step_ids=[s.step.id for s in changed],
+        )

@@ -1,0 +1,311 @@
+"""Run whole transactions through disconnects, exactly once: run_with_retry, execute_with_retry.
+
+Every attempt opens a fresh connection from the migration engine and sends, in one
+message, ``BEGIN; SELECT pg_current_xact_id()``; then the caller's statements; then
+``COMMIT``. That is the same number of round trips as a plain ``engine.begin()`` block
+on psycopg2 (which sends ``BEGIN`` on its own), so knowing the transaction id is free.
+
+When the connection drops while the ``COMMIT`` is in flight, the error cannot tell
+whether the transaction committed (the reply was lost, or the request was). The next
+attempt, on a fresh connection, first asks ``pg_xact_status(xid)``: ``committed`` ends
+the call with the result already computed, ``aborted`` runs the transaction again, and
+``in progress`` (a pooler may still be finishing it) waits and asks again. That one
+extra round trip is paid only after an ambiguous commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from .disconnects import ErrorKind
+from .disconnects import classify_error
+from .retry import RetryPolicy
+from .retry import RetryStats
+from .retry import default_policy
+from .retry import log_before_sleep
+
+__all__ = [
+    "CommitInProgressError",
+    "execute_with_retry",
+    "open_autocommit",
+    "release",
+    "run_with_retry",
+    "run_with_retry_stats",
+]
+
+logger = logging.getLogger(__name__)
+
+R = t.TypeVar("R")
+
+_BEGIN_XID = "BEGIN; SELECT pg_current_xact_id()::text"
+_NO_PARAMS: dict[str, t.Any] = {"no_parameters": True}
+
+
+class CommitInProgressError(Exception):
+    """The transaction of an ambiguous commit is still running on the server.
+
+    Raised inside the retry loop so that the policy waits and asks again; it is
+    classified as retryable by :func:`_retry_predicate`.
+    """
+
+    def __init__(self, xid: str) -> None:
+        super().__init__(f"transaction {xid} is still in progress on the server")
+        self.xid = xid
+
+
+@dataclass
+class _Call(t.Generic[R]):
+    """State carried across the attempts of one call."""
+
+    pending_xid: str | None = None  # an ambiguous commit to resolve first
+    result: R | None = None
+    has_result: bool = False
+    resolved_committed: bool = False
+
+
+def open_autocommit(engine: sa.Engine) -> sa.Connection:
+    """Check out a connection whose DBAPI connection is in autocommit mode.
+
+    The caller sends ``BEGIN``/``COMMIT`` itself, so it decides what goes in each
+    network message. psycopg2's ``autocommit`` flag is set directly (client-side,
+    no I/O), not through SQLAlchemy's isolation-level option, whose reset on
+    return sends a session-level ``SET default_transaction_isolation`` that has no
+    place behind a transaction-mode pooler. Close it with :func:`release`.
+    """
+    conn = engine.connect()
+    try:
+        _dbapi(conn).autocommit = True
+    except BaseException:
+        conn.invalidate()
+        conn.close()
+        raise
+    return conn
+
+
+def _dbapi(conn: sa.Connection) -> t.Any:
+    return conn.connection.dbapi_connection
+
+
+def _in_server_transaction(conn: sa.Connection) -> bool:
+    """Return whether the server still has a transaction open on ``conn`` (no I/O)."""
+    if conn.invalidated or conn.closed:
+        return False
+    raw = _dbapi(conn)
+    if raw is None or raw.closed:
+        return False
+    import psycopg2.extensions as ext
+
+    status = raw.info.transaction_status
+    return bool(status != ext.TRANSACTION_STATUS_IDLE)
+
+
+def release(conn: sa.Connection) -> None:
+    """Roll back a transaction left open on ``conn``, then return it to the pool.
+
+    In autocommit mode neither psycopg2 nor the pool's reset-on-return knows about
+    an explicit ``BEGIN``, so a transaction left open would stay open (and, through
+    PgBouncer, pin a server connection). If the ROLLBACK fails, the connection is
+    invalidated, never returned to the pool.
+    """
+    try:
+        if _in_server_transaction(conn):
+            try:
+                conn.exec_driver_sql("ROLLBACK", execution_options=_NO_PARAMS)
+            except Exception:  # noqa: BLE001 - the connection is unusable: drop it
+                conn.invalidate()
+        if not conn.invalidated and not conn.closed:
+            raw = _dbapi(conn)
+            if raw is not None and not raw.closed:
+                raw.autocommit = False
+    finally:
+        conn.close()
+
+
+def _retry_predicate(exc: BaseException) -> bool:
+    if isinstance(exc, CommitInProgressError):
+        return True
+    return classify_error(exc) in {
+        ErrorKind.DISCONNECT,
+        ErrorKind.CONNECT_FAILED,
+        ErrorKind.CONFLICT,
+        ErrorKind.LOCK_NOT_AVAILABLE,
+    }
+
+
+def _policy(max_retries: int, policy: RetryPolicy | None) -> RetryPolicy:
+    if policy is not None:
+        return policy
+    from .retry import RetryIf
+
+    return default_policy(
+        max_attempts=max_retries,
+        retry=RetryIf(_retry_predicate),
+        before_sleep=log_before_sleep(logger),
+    )
+
+
+def run_with_retry_stats(
+    engine: sa.Engine,
+    fn: t.Callable[[sa.Connection], R],
+    *,
+    max_retries: int = 10,
+    policy: RetryPolicy | None = None,
+) -> tuple[R, RetryStats]:
+    """Like :func:`run_with_retry`, and also return the retry statistics."""
+    call: _Call[R] = _Call()
+
+    def attempt() -> R:
+        conn = open_autocommit_or_dispose(engine)
+        committing = False
+        try:
+            if call.pending_xid is not None:
+                status = conn.exec_driver_sql(
+                    "SELECT pg_xact_status(%(xid)s::xid8)", {"xid": call.pending_xid}
+                ).scalar()
+                if status == "committed":
+                    logger.info(
+                        "the lost COMMIT of transaction %s did land; not running again",
+                        call.pending_xid,
+                    )
+                    call.resolved_committed = True
+                    assert call.has_result
+                    return t.cast(R, call.result)
+                if status == "in progress":
+                    raise CommitInProgressError(call.pending_xid)
+                logger.info(
+                    "the lost COMMIT of transaction %s did not land (%s); running again",
+                    call.pending_xid,
+                    status,
+                )
+                call.pending_xid = None
+            xid = conn.exec_driver_sql(
+                _BEGIN_XID, execution_options=_NO_PARAMS
+            ).scalar()
+            result = fn(conn)
+            call.result, call.has_result = result, True
+            committing = True
+            call.pending_xid = t.cast(str, xid)
+            conn.exec_driver_sql("COMMIT", execution_options=_NO_PARAMS)
+            call.pending_xid = None
+            return result
+        except BaseException as exc:
+            kind = classify_error(exc) if isinstance(exc, Exception) else None
+            dropped = kind in {ErrorKind.DISCONNECT, ErrorKind.CONNECT_FAILED}
+            if committing and not dropped:
+                # The server answered the COMMIT with an error: it did not commit.
+                call.pending_xid = None
+            # committing and dropped: ambiguous; pending_xid stays for the next attempt.
+            if dropped:
+                _discard(conn, engine)
+                conn = None  # type: ignore[assignment]  # closed by _discard
+            raise
+        finally:
+            if conn is not None:
+                release(conn)
+
+    return _policy(max_retries, policy).call(attempt)
+
+
+def open_autocommit_or_dispose(engine: sa.Engine) -> sa.Connection:
+    """:func:`open_autocommit`, disposing the engine when the connect fails."""
+    try:
+        return open_autocommit(engine)
+    except Exception as exc:
+        if classify_error(exc) in {ErrorKind.DISCONNECT, ErrorKind.CONNECT_FAILED}:
+            engine.dispose()
+        raise
+
+
+def _discard(conn: sa.Connection, engine: sa.Engine) -> None:
+    """Throw away a dropped connection and every pooled one: they may be dead too."""
+    try:
+        if not conn.invalidated:
+            conn.invalidate()
+        conn.close()
+    except Exception:
+        logger.debug("closing a dropped connection failed", exc_info=True)
+    engine.dispose()
+
+
+def run_with_retry(
+    engine: sa.Engine,
+    fn: t.Callable[[sa.Connection], R],
+    *,
+    max_retries: int = 10,
+    policy: RetryPolicy | None = None,
+) -> R:
+    """Run ``fn(connection)`` in one transaction, retried whole until it commits once.
+
+    ``fn`` receives a connection inside an open transaction; it must not commit or
+    roll back. Every attempt uses a fresh connection; on a disconnect the engine is
+    disposed, the policy sleeps (exponential backoff, full jitter) and the whole
+    transaction runs again. A commit whose reply was lost is looked up on the server
+    (``pg_xact_status``) before anything runs again, so ``fn``'s effects are never
+    committed twice. Errors that retrying cannot fix are raised at once, unchanged.
+
+    :param max_retries: attempts in all (10 by default); ignored when ``policy`` is given.
+    :param policy: a :class:`~flask_safe_migrate.core.retry.RetryPolicy` to use instead.
+    :raises RetryExhaustedError: every attempt failed with a retryable error.
+    :returns: what ``fn`` returned (from the attempt that committed).
+    """
+    result, _ = run_with_retry_stats(engine, fn, max_retries=max_retries, policy=policy)
+    return result
+
+
+@t.overload
+def execute_with_retry(
+    engine: sa.Engine,
+    sql: str,
+    params: t.Mapping[str, t.Any] | None = ...,
+    *,
+    max_retries: int = ...,
+    fetch: t.Literal[False] = ...,
+    policy: RetryPolicy | None = ...,
+) -> int: ...
+
+
+@t.overload
+def execute_with_retry(
+    engine: sa.Engine,
+    sql: str,
+    params: t.Mapping[str, t.Any] | None = ...,
+    *,
+    max_retries: int = ...,
+    fetch: t.Literal[True],
+    policy: RetryPolicy | None = ...,
+) -> list[sa.Row[t.Any]]: ...
+
+
+def execute_with_retry(
+    engine: sa.Engine,
+    sql: str,
+    params: t.Mapping[str, t.Any] | None = None,
+    *,
+    max_retries: int = 10,
+    fetch: bool = False,
+    policy: RetryPolicy | None = None,
+) -> int | list[sa.Row[t.Any]]:
+    """Execute one SQL string in its own transaction with :func:`run_with_retry`.
+
+    Without ``params`` the SQL is sent exactly as written (``%`` and ``:name`` are
+    not placeholders). With ``params`` it is a :func:`sqlalchemy.text` statement
+    with ``:name`` placeholders.
+
+    :param fetch: return the rows instead of the row count.
+    :returns: the rows when ``fetch``, else the row count (-1 when unknown).
+    """
+
+    def work(conn: sa.Connection) -> int | list[sa.Row[t.Any]]:
+        if params is None:
+            result = conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)
+        else:
+            result = conn.execute(sa.text(sql), dict(params))
+        if fetch:
+            return list(result.fetchall()) if result.returns_rows else []
+        return result.rowcount
+
+    return run_with_retry(engine, work, max_retries=max_retries, policy=policy)
