@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import typing as t
 
 import sqlalchemy as sa
@@ -79,6 +80,38 @@ def parse_database_url(url: str | sa.URL | None, *, key: str = _KEY) -> sa.URL:
     return parsed
 
 
+#: A pooled connection idle longer than this is pinged before it is handed out.
+PING_AFTER_IDLE_SECONDS = 1.0
+_CHECKED_IN_AT = "safe_migrate_checked_in_at"
+
+
+def _record_checkin(dbapi_connection: t.Any, record: t.Any) -> None:
+    record.info[_CHECKED_IN_AT] = time.monotonic()
+
+
+def _ping_after_idle(dbapi_connection: t.Any, record: t.Any, proxy: t.Any) -> None:
+    """Ping a pooled connection that sat idle; a dead one is replaced by the pool.
+
+    A connection checked in less than :data:`PING_AFTER_IDLE_SECONDS` ago was just
+    used successfully; if it died since, the retry loop handles it like any drop.
+    The ping runs in autocommit mode, so it is one ``SELECT 1`` and no ``BEGIN``.
+    """
+    checked_in = record.info.get(_CHECKED_IN_AT)
+    if checked_in is None or time.monotonic() - checked_in < PING_AFTER_IDLE_SECONDS:
+        return
+    try:
+        previous = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        try:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+        finally:
+            dbapi_connection.autocommit = previous
+    except Exception as exc:
+        raise sa.exc.DisconnectionError(str(exc)) from exc
+
+
 def build_migration_engine(
     settings: MigrateSettings, *, url: str | sa.URL | None = None
 ) -> sa.Engine:
@@ -106,7 +139,9 @@ def build_migration_engine(
     options: dict[str, t.Any] = {
         "pool_size": 1,
         "max_overflow": 2,
-        "pool_pre_ping": True,
+        # Pre-ping is done by _ping_after_idle below: only a connection that sat idle
+        # in the pool is pinged, so consecutive steps do not pay a round trip each.
+        "pool_pre_ping": False,
         "pool_recycle": 300,
         "pool_timeout": 30,
     }
@@ -114,5 +149,8 @@ def build_migration_engine(
     connect_args.update(user_options.pop("connect_args", {}))
     options.update(user_options)
     engine = sa.create_engine(parsed, connect_args=connect_args, **options)
+    if not options["pool_pre_ping"]:
+        sa.event.listen(engine, "checkin", _record_checkin)
+        sa.event.listen(engine, "checkout", _ping_after_idle)
     logger.debug("migration engine for %s", safe_url(parsed))
     return engine

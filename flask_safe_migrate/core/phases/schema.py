@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 import typing as t
 from dataclasses import dataclass
@@ -413,4 +414,14 @@ def _statement_hint(exc: BaseException, statements: list[Statement]) -> str:
         for stmt in statements:
             if stmt.start <= offset < stmt.end + 1:
                 return f"; line {stmt.line} of its SQL: {_shorten(stmt.sql)}"
+    # Utility statements (ALTER TABLE ...) carry no position: match the names the
+    # error quotes (relation "x" does not exist) against the statements.
+    names = re.findall(r'"([^"]+)"', str(orig))
+    matches = [
+        stmt
+        for stmt in statements
+        if any(n in stmt.relations or n in stmt.sql for n in names)
+    ]
+    if len(matches) == 1:
+        return f"; line {matches[0].line} of its SQL: {_shorten(matches[0].sql)}"
     return f"; in one of its {len(statements)} statements"
