@@ -1,4 +1,4 @@
-"""The commands: run, status, plan, execute, baseline, doctor; the only core entry points.
+"""The commands (run, status, plan, execute, baseline, doctor): the core entry points.
 
 Each takes explicit ``(settings, registry, engine)`` plus options, returns a report
 dataclass and prints nothing. Database errors are translated here, at one boundary,
@@ -23,7 +23,6 @@ from .disconnects import describe_error
 from .engine import safe_url
 from .exceptions import DatabaseUnavailableError
 from .exceptions import RetryExhaustedError
-from .exceptions import SafeMigrateError
 from .exceptions import StatementFailedError
 from .ledger import LedgerRow
 from .phases.schema import check_schema_sql
@@ -76,12 +75,9 @@ def translate_db_errors(engine: sa.Engine) -> t.Iterator[None]:
     url = safe_url(engine.url)
     try:
         yield
-    except SafeMigrateError as exc:
-        last = exc.last_exception if isinstance(exc, RetryExhaustedError) else None
-        if last is not None and classify_error(last) in {
-            ErrorKind.CONNECT_FAILED,
-            ErrorKind.DISCONNECT,
-        }:
+    except RetryExhaustedError as exc:
+        last = exc.last_exception
+        if classify_error(last) in {ErrorKind.CONNECT_FAILED, ErrorKind.DISCONNECT}:
             raise DatabaseUnavailableError(
                 f"cannot reach {url} after {exc.attempts} attempt(s) in "
                 f"{exc.elapsed_seconds:.1f}s: {describe_error(last)}",
@@ -390,7 +386,7 @@ class DoctorReport:
 
 
 def doctor(settings: MigrateSettings, engine: sa.Engine) -> DoctorReport:
-    """Diagnose the connection the migrations will use; never raises for the database."""
+    """Diagnose the connection the migrations use; database errors become checks."""
     url = safe_url(engine.url)
     checks: list[DoctorCheck] = []
     try:

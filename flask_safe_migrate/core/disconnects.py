@@ -1,4 +1,4 @@
-"""Classify database errors: retry on a fresh connection, retry the lock, or fail at once.
+"""Classify database errors: retry on a fresh connection, retry the lock, or fail.
 
 This module is the one table that decides. It is driven, in this order, by:
 

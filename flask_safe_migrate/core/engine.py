@@ -68,7 +68,7 @@ def parse_database_url(url: str | sa.URL | None, *, key: str = _KEY) -> sa.URL:
     if parsed.drivername not in _SUPPORTED:
         raise ConfigurationError(
             f"driver {driver!r} in {safe_url(parsed)} is not supported: use "
-            "postgresql:// or postgresql+psycopg2:// (psycopg2 is the installed driver)",
+            "postgresql:// or postgresql+psycopg2:// (psycopg2 is the driver)",
             key=key,
         )
     if not parsed.host and "host" not in parsed.query:

@@ -3,16 +3,16 @@
 ::
 
     SafeMigrateError                 base; never raised directly
-    ├── ConfigurationError           .key: bad or missing SAFE_MIGRATE_* value or setting
+    ├── ConfigurationError           .key: bad or missing SAFE_MIGRATE_* value
     ├── RegistrationError            raised at import/registration time
     │   ├── DuplicateStepError       .step_id
     │   └── StepOrderError           .step_ids: unknown step or phase ordering problem
     ├── LedgerError
     │   └── ChecksumMismatchError    .step_id(s): an applied step's code changed
-    ├── DatabaseUnavailableError     .url: cannot connect (unreachable, bad password, ...)
-    ├── LockNotAcquiredError         .key, .waited_seconds: advisory or table lock not had
-    ├── RetryExhaustedError          .attempts, .elapsed_seconds, .last_exception (also __cause__)
-    ├── StepFailedError              .step_id, .phase; __cause__ is the DB error or RetryExhaustedError
+    ├── DatabaseUnavailableError     .url: cannot connect (unreachable, bad password)
+    ├── LockNotAcquiredError         .key, .waited_seconds: advisory or table lock
+    ├── RetryExhaustedError          .attempts, .elapsed_seconds, .last_exception
+    ├── StepFailedError              .step_id, .phase; __cause__ has the details
     │   └── StepRefusedError         the step was refused before anything was sent
     ├── StatementFailedError         .sql: a statement run by ``exec`` was rejected
     └── LintViolationError           .findings: error-severity findings blocked a run
@@ -156,7 +156,7 @@ class StepFailedError(SafeMigrateError):
 
 
 class StepRefusedError(StepFailedError):
-    """A step was refused before anything was sent (invalid SQL, DML in a schema step...)."""
+    """A step was refused before anything was sent (invalid SQL, DML in schema...)."""
 
 
 class StatementFailedError(SafeMigrateError):

@@ -135,7 +135,7 @@ class Ledger:
         )
 
     def lock_sql(self, wait_seconds: float) -> str:
-        """Take the migration lock for this transaction, waiting at most ``wait_seconds``."""
+        """Take the migration lock for this transaction; wait ``wait_seconds`` at most."""
         return (
             f"SET LOCAL lock_timeout = {literal(_ms(wait_seconds))}; "
             f"SELECT pg_advisory_xact_lock({self.lock_key})"
@@ -180,7 +180,7 @@ class Ledger:
 
     @staticmethod
     def row(values: t.Sequence[t.Any]) -> LedgerRow:
-        """Build a :class:`LedgerRow` from a row selected with :meth:`select_all_sql`."""
+        """Build a :class:`LedgerRow` from a row of :meth:`select_all_sql`."""
         data = dict(zip(_COLUMNS, values, strict=True))
         return LedgerRow(**data)
 

@@ -58,7 +58,8 @@ def lock_retry_schedule(
 _BLOCKERS_SQL = """
 SELECT a.pid, coalesce(nullif(a.application_name, ''), '?'), a.state,
        extract(epoch FROM now() - a.xact_start)::float8,
-       l.relation::regclass::text, l.mode, left(regexp_replace(a.query, '\\s+', ' ', 'g'), 80)
+       l.relation::regclass::text, l.mode,
+       left(regexp_replace(a.query, '\\s+', ' ', 'g'), 80)
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.granted AND l.locktype = 'relation' AND a.pid <> pg_backend_pid()
   AND l.relation = ANY (ARRAY[{relations}]::oid[])

@@ -149,7 +149,7 @@ class Runner:
         return result
 
     def ensure_ledger(self) -> None:
-        """Create the ledger table if missing, under the migration lock (one message)."""
+        """Create the ledger if missing, under the migration lock (one message)."""
         message = ";\n".join(
             [
                 "BEGIN",

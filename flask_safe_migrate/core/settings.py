@@ -47,7 +47,7 @@ class MigrateSettings:
     lock_timeout_initial_seconds: float = 0.1
     #: Total time a schema step may spend retrying its table lock before giving up.
     lock_retry_max_elapsed_seconds: float = 120.0
-    #: ``SET LOCAL statement_timeout`` for schema steps and backfill batches (None: off).
+    #: ``SET LOCAL statement_timeout`` of schema steps and backfill batches.
     statement_timeout_seconds: float | None = None
     #: How long a runner waits for another runner's migration lock before raising.
     advisory_lock_wait_seconds: float = 60.0
@@ -204,7 +204,7 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 
 def _convert(key: str, field: dataclasses.Field[t.Any], raw: t.Any) -> t.Any:
-    """Convert ``raw`` to the field's type, or raise ConfigurationError naming ``key``."""
+    """Convert ``raw`` to the field's type; a ConfigurationError names ``key``."""
     kind = str(field.type)
     optional = "None" in kind
     if raw is None:

@@ -1,4 +1,4 @@
-"""Phase, Step and StepRegistry: steps registered by decorators, with stable checksums."""
+"""Phase, Step and StepRegistry: steps registered by decorators, with checksums."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Run whole transactions through disconnects, exactly once: run_with_retry, execute_with_retry.
+"""run_with_retry, execute_with_retry: whole transactions, exactly once, through drops.
 
 Every attempt opens a fresh connection from the migration engine and sends, in one
 message, ``BEGIN; SELECT pg_current_xact_id()``; then the caller's statements; then
@@ -115,7 +115,7 @@ def release(conn: sa.Connection) -> None:
         if _in_server_transaction(conn):
             try:
                 conn.exec_driver_sql("ROLLBACK", execution_options=_NO_PARAMS)
-            except Exception:  # noqa: BLE001 - the connection is unusable: drop it
+            except Exception:
                 conn.invalidate()
         if not conn.invalidated and not conn.closed:
             raw = _dbapi(conn)
@@ -177,7 +177,7 @@ def run_with_retry_stats(
                 if status == "in progress":
                     raise CommitInProgressError(call.pending_xid)
                 logger.info(
-                    "the lost COMMIT of transaction %s did not land (%s); running again",
+                    "the lost COMMIT of transaction %s did not land (%s); rerunning",
                     call.pending_xid,
                     status,
                 )
@@ -247,7 +247,7 @@ def run_with_retry(
     (``pg_xact_status``) before anything runs again, so ``fn``'s effects are never
     committed twice. Errors that retrying cannot fix are raised at once, unchanged.
 
-    :param max_retries: attempts in all (10 by default); ignored when ``policy`` is given.
+    :param max_retries: attempts in all (10 by default); unused with ``policy``.
     :param policy: a :class:`~flask_safe_migrate.core.retry.RetryPolicy` to use instead.
     :raises RetryExhaustedError: every attempt failed with a retryable error.
     :returns: what ``fn`` returned (from the attempt that committed).

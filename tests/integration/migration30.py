@@ -1,4 +1,4 @@
-"""A 30-step schema migration with non-idempotent DDL and a seed without conflict handling."""
+"""A 30-step schema migration: non-idempotent DDL, a seed without conflict handling."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ SEED_NAMES = ("alpha", "beta", "gamma")
 
 
 def build_registry() -> StepRegistry:
-    """Return a registry of 30 schema steps; running any step twice would fail or show."""
+    """Return 30 schema steps; running any of them twice would fail or show."""
     steps = StepRegistry()
     steps.sql("m01_items", "CREATE TABLE items (id bigserial PRIMARY KEY, name text)")
     for i, column in enumerate(COLUMNS, start=2):

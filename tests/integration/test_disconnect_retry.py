@@ -74,7 +74,7 @@ def test_statements_survive_random_kills_exactly_once(
     for k in range(200):
         try:
             execute_with_retry(engine, COUNT_SQL.format(k=k), policy=fast_policy())
-        except Exception:  # noqa: BLE001 - counted and asserted below
+        except Exception:
             failures += 1
     proxy.chaos_off()
     assert failures == 0
@@ -103,7 +103,7 @@ def test_each_lost_commit_reply_is_resolved_without_reapplying(
 def test_commit_still_in_progress_is_awaited(
     engine: sa.Engine, counts: TestDatabase, proxy: FaultProxy
 ) -> None:
-    """A COMMIT cut off while the server is still committing is waited for, not rerun."""
+    """A COMMIT cut off while the server still commits is waited for, not rerun."""
     # A deferred constraint trigger makes COMMIT itself take a second.
     counts.query(
         "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS "

@@ -1,4 +1,4 @@
-"""The schema phase against PostgreSQL through TLS PgBouncer: exactly once through faults."""
+"""The schema phase through TLS PgBouncer: every step exactly once, through faults."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ _LEDGER_STEP = re.compile(r"INSERT INTO \"safe_migrate_ledger\" .*? VALUES \('([
 
 def settings_for(url: str, **changes: t.Any) -> MigrateSettings:
     """Settings with quick retries for tests."""
-    base = {
+    base: dict[str, t.Any] = {
         "database_uri": url,
         "retry_backoff_seconds": 0.02,
         "retry_backoff_max_seconds": 0.3,
@@ -70,7 +70,9 @@ def ledger_ids(db: TestDatabase) -> list[str]:
     """Step ids in the ledger, in id order."""
     if not db.scalar("SELECT to_regclass('safe_migrate_ledger') IS NOT NULL"):
         return []
-    return [r[0] for r in db.query("SELECT step_id FROM safe_migrate_ledger ORDER BY 1")]
+    return [
+        r[0] for r in db.query("SELECT step_id FROM safe_migrate_ledger ORDER BY 1")
+    ]
 
 
 def test_thirty_steps_with_every_commit_reply_lost_apply_once(
@@ -175,7 +177,9 @@ def test_lock_wait_does_not_stall_readers_and_succeeds_after_blocker(
         conn = connect_psycopg2(database.direct_url)
         conn.autocommit = True
         cur = conn.cursor()
-        cur.execute(f"SET statement_timeout = '{int((lock_timeout + margin) * 1000)}ms'")
+        cur.execute(
+            f"SET statement_timeout = '{int((lock_timeout + margin) * 1000)}ms'"
+        )
         while not stop.is_set():
             started = time.monotonic()
             try:
@@ -210,16 +214,19 @@ def test_lock_wait_does_not_stall_readers_and_succeeds_after_blocker(
     assert errors == [], "no reader may wait longer than lock_timeout plus the margin"
     assert len(reads) > 50
     assert report.elapsed_seconds >= 2.5, "the step must have waited for the blocker"
-    assert database.scalar(
-        "SELECT count(*) FROM information_schema.columns "
-        "WHERE table_name = 'hot' AND column_name = 'extra'"
-    ) == 1
+    assert (
+        database.scalar(
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE table_name = 'hot' AND column_name = 'extra'"
+        )
+        == 1
+    )
 
 
 def test_lock_budget_exhausted_names_the_blocker(
     database: TestDatabase, engines: list[sa.Engine]
 ) -> None:
-    """When the lock never comes, the step gives up, names who blocks, records nothing."""
+    """When the lock never comes, the step gives up, names the blocker."""
     database.query("CREATE TABLE hot (id int PRIMARY KEY)")
     blocker = connect_psycopg2(database.direct_url, application_name="blocker-app")
     blocker.autocommit = False
@@ -244,9 +251,13 @@ def test_lock_budget_exhausted_names_the_blocker(
     assert "blocker-app" in str(info.value)
     assert info.value.step_id == "hot_1"
     assert ledger_ids(database) == []
-    assert database.scalar(
-        "SELECT count(*) FROM information_schema.columns WHERE column_name = 'extra'"
-    ) == 0
+    assert (
+        database.scalar(
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE column_name = 'extra'"
+        )
+        == 0
+    )
 
 
 def test_server_error_fails_the_step_alone(
@@ -263,7 +274,8 @@ def test_server_error_fails_the_step_alone(
         runner.run()
     message = str(info.value)
     assert info.value.step_id == "s3"
-    assert "s3" in message and "ALTER TABLE missing ADD COLUMN x int" in message
+    assert "s3" in message
+    assert "ALTER TABLE missing ADD COLUMN x int" in message
     assert "line 2" in message
     assert ledger_ids(database) == ["s1", "s2"]
     tables = {r[0] for r in database.query("SELECT tablename FROM pg_tables")}
@@ -288,7 +300,8 @@ def test_syntax_error_is_refused_before_anything_runs(
     assert "ADD COLUM x int" in str(info.value)
     assert ledger_ids(database) == ["s1"]
     tables = {r[0] for r in database.query("SELECT tablename FROM pg_tables")}
-    assert "a" in tables and not {"b", "d"} & tables
+    assert "a" in tables
+    assert not {"b", "d"} & tables
 
 
 def test_round_trips_fast_path_and_per_pending_step(
@@ -354,7 +367,8 @@ def test_whitespace_and_comment_edits_are_not_changes(
     again = StepRegistry()
     again.sql("w1", "-- the leads table\ncreate table a (\n    id int\n);")
     report = runner_for(settings_for(database.bouncer_url), again, engines).run()
-    assert report.up_to_date and not report.changed
+    assert report.up_to_date
+    assert not report.changed
 
 
 def test_dml_without_category_is_refused_before_running(

@@ -1,4 +1,4 @@
-"""The schema phase: each step is one short transaction under lock_timeout, applied once.
+"""The schema phase: each step one short transaction under lock_timeout, applied once.
 
 A pending SQL step costs two network messages (round trips):
 
@@ -131,7 +131,7 @@ def _shorten(sql: str | None, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class _AdvisoryLockTimeout(Exception):
+class _AdvisoryLockTimeoutError(Exception):
     """The migration lock was not had within its wait (not retried by the policy)."""
 
 
@@ -229,7 +229,7 @@ class SchemaPhase:
                 raise StepFailedError(
                     f"{_where(step)}: {exc}", step_id=step.id, phase=step.phase.value
                 ) from exc
-            except _AdvisoryLockTimeout as exc:
+            except _AdvisoryLockTimeoutError as exc:
                 raise LockNotAcquiredError(
                     f"{_where(step)}: another runner held the migration lock for more "
                     f"than {settings.advisory_lock_wait_seconds:g}s "
@@ -281,7 +281,7 @@ class SchemaPhase:
                 ).fetchone()
             except Exception as exc:
                 if classify_error(exc) is ErrorKind.LOCK_NOT_AVAILABLE:
-                    raise _AdvisoryLockTimeout() from exc
+                    raise _AdvisoryLockTimeoutError() from exc
                 raise
             if row is not None:
                 return self._found_applied(step, attempts, self._clock() - t0)
