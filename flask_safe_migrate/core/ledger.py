@@ -135,7 +135,7 @@ class Ledger:
         )
 
     def lock_sql(self, wait_seconds: float) -> str:
-        """Take the migration lock for the transaction, waiting at most the given time."""
+        """Take the migration lock for the transaction, waiting at most that long."""
         return (
             f"SET LOCAL lock_timeout = {literal(_ms(wait_seconds))}; "
             f"SELECT pg_advisory_xact_lock({self.lock_key})"
