@@ -202,3 +202,14 @@ def test_lock_schedule_grows_to_the_maximum_with_pauses() -> None:
         factor = 1.0 if p.lock_timeout_seconds < 1.0 else 3.0
         low = 0.8 * factor * p.lock_timeout_seconds
         assert low <= p.pause_seconds <= 1.2 * factor * p.lock_timeout_seconds
+
+
+def test_bound_parameters_do_not_break_the_check() -> None:
+    """A function step's ``:name`` parameters are parsed as placeholders."""
+    from flask_safe_migrate.core.phases.schema import _placeholders
+
+    sql = "INSERT INTO a (b) VALUES (:b) -- x::int"
+    assert _placeholders(sql).startswith("INSERT INTO a (b) VALUES ($1)")
+    assert "x::int" in _placeholders(sql)
+    reg, _ = _step("INSERT INTO a (b) VALUES (1)", "seed")
+    assert check_schema_sql(reg.get("s"), _placeholders(sql))

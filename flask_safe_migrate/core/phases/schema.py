@@ -155,13 +155,21 @@ class _LiveHandle:
     def execute(
         self, sql: str, params: t.Mapping[str, t.Any] | None = None
     ) -> list[tuple[t.Any, ...]]:
-        check_schema_sql(self._step, sql)
+        check_schema_sql(self._step, sql if params is None else _placeholders(sql))
         logger.debug("step %s: %s", self._step.id, sql)
         if params is None:
             result = self._conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)
         else:
             result = self._conn.execute(sa.text(sql), dict(params))
         return [tuple(r) for r in result.fetchall()] if result.returns_rows else []
+
+
+_BIND = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def _placeholders(sql: str) -> str:
+    """Replace ``:name`` binds by ``$n`` parameters so that pglast can parse the SQL."""
+    return _BIND.sub(lambda m: "$1", sql)
 
 
 class SchemaPhase:
