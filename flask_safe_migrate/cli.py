@@ -1,0 +1,452 @@
+"""The ``flask safe-migrate`` command group: thin click wrappers over core.commands."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import logging
+import typing as t
+
+import click
+from flask.cli import AppGroup
+
+from .core import commands
+from .core.disconnects import describe_error
+from .core.exceptions import ChecksumMismatchError
+from .core.exceptions import ConfigurationError
+from .core.exceptions import DatabaseUnavailableError
+from .core.exceptions import LintViolationError
+from .core.exceptions import LockNotAcquiredError
+from .core.exceptions import RegistrationError
+from .core.exceptions import SafeMigrateError
+from .core.exceptions import StepFailedError
+from .core.phases.schema import check_schema_sql
+from .core.retry import RetryState
+from .core.runner import RunReport
+from .core.steps import Phase
+from .extension import _AppState
+from .extension import get_state
+from .extension import migration_engine
+
+__all__ = ["EXIT_CODES", "exit_code_for", "group"]
+
+logger = logging.getLogger(__name__)
+
+P = t.ParamSpec("P")
+
+#: Exit codes, most specific first; anything else that fails exits 1.
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (ChecksumMismatchError, 6),
+    (DatabaseUnavailableError, 5),
+    (LockNotAcquiredError, 4),
+    (LintViolationError, 3),
+    (ConfigurationError, 2),
+    (RegistrationError, 2),
+    (SafeMigrateError, 1),
+)
+EXIT_CHECK = 3
+EXIT_UNAVAILABLE = 5
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """Return the process exit code for ``exc`` (the table in the README)."""
+    for kind, code in EXIT_CODES:
+        if isinstance(exc, kind):
+            return code
+    return 1
+
+
+def _fail(message: str, code: int) -> t.NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+def _reports_errors(fn: t.Callable[P, None]) -> t.Callable[P, None]:
+    """Turn any error into one ``Error: ...`` line on stderr and its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            fn(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except SafeMigrateError as exc:
+            _fail(str(exc), exit_code_for(exc))
+        except Exception as exc:
+            # Broad on purpose: the CLI never shows a traceback (it may hold a URL).
+            logger.debug("unexpected error", exc_info=True)
+            _fail(describe_error(exc), 1)
+
+    return wrapper
+
+
+def _state() -> _AppState:
+    state = get_state()
+    if state.error is not None:
+        raise state.error
+    return state
+
+
+def echo_retry(state: RetryState) -> None:
+    """Print one line per retry to stderr, as it happens."""
+    click.echo(
+        f"retry: attempt {state.attempt} failed ({describe_error(state.exception)}); "
+        f"retrying in {state.next_sleep_seconds:.2f}s",
+        err=True,
+    )
+
+
+def _echo_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, default=_json_default))
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def render_table(headers: t.Sequence[str], rows: t.Sequence[t.Sequence[object]]) -> str:
+    """Return ``rows`` as an aligned text table under ``headers``."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    lines = [list(headers), ["-" * w for w in widths], *cells]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return f"{value:.2f}s"
+    return str(value)
+
+
+# -- renderers ----------------------------------------------------------------------
+
+
+def run_to_json(report: RunReport) -> dict[str, t.Any]:
+    """The JSON shape of ``run --json``."""
+    return {
+        "phases": list(report.phases),
+        "dry_run": report.dry_run,
+        "up_to_date": report.up_to_date,
+        "outcomes": [
+            {
+                "step_id": o.step_id,
+                "phase": o.phase,
+                "status": o.status,
+                "attempts": o.attempts,
+                "duration_seconds": round(o.duration_seconds, 4),
+                "detail": o.detail,
+            }
+            for o in report.outcomes
+        ],
+        "pending": [s.id for s in report.pending],
+        "changed": [s.step.id for s in report.changed],
+        "stopped_by_budget": report.stopped_by_budget,
+        "elapsed_seconds": round(report.elapsed_seconds, 4),
+    }
+
+
+def render_run(report: RunReport) -> str:
+    """Human output of ``run``: one line per step, then a summary."""
+    lines = [
+        f"{o.status:<8} {o.step_id}  ({o.phase}, {o.duration_seconds:.2f}s, "
+        f"{o.attempts} attempt(s)){'  ' + o.detail if o.detail else ''}"
+        for o in report.outcomes
+    ]
+    lines += [f"changed  {s.step.id}  (warned, not re-run)" for s in report.changed]
+    if report.dry_run:
+        lines.append(f"dry run: {len(report.pending)} step(s) would be applied")
+    elif report.up_to_date:
+        lines.append("up to date: no pending steps")
+    else:
+        lines.append(
+            f"{len(report.applied)} step(s) applied in {report.elapsed_seconds:.2f}s"
+        )
+        if report.stopped_by_budget:
+            left = len(report.pending) - len(report.outcomes)
+            lines.append(f"stopped by --max-seconds: {left} step(s) still pending")
+    return "\n".join(lines)
+
+
+def status_to_json(report: commands.StatusReport) -> dict[str, t.Any]:
+    """The JSON shape of ``status --json``."""
+    return {
+        "ledger_exists": report.ledger_exists,
+        "counts": report.counts,
+        "steps": [
+            {
+                "id": s.step.id,
+                "phase": s.step.phase.value,
+                "kind": s.step.kind,
+                "state": s.state,
+                "applied_at": s.row.applied_at if s.row else None,
+                "duration_seconds": s.row.duration_seconds if s.row else None,
+                "attempts": s.row.attempts if s.row else 0,
+                "checksum": s.step.checksum,
+                "location": s.step.location,
+            }
+            for s in report.steps
+        ],
+        "unknown_rows": [
+            {"step_id": r.step_id, "phase": r.phase, "state": r.state}
+            for r in report.unknown_rows
+        ],
+    }
+
+
+def render_status(report: commands.StatusReport) -> str:
+    """Human output of ``status``: a table of steps and a count per state."""
+    rows = [
+        [
+            s.step.id,
+            s.step.phase.value,
+            s.state,
+            s.row.applied_at if s.row else None,
+            s.row.duration_seconds if s.row else None,
+            s.row.attempts if s.row else None,
+        ]
+        for s in report.steps
+    ]
+    headers = ["step", "phase", "state", "applied at", "duration", "attempts"]
+    lines = [render_table(headers, rows)] if rows else ["no steps registered"]
+    if not report.ledger_exists:
+        lines.append("the ledger table does not exist yet (nothing applied)")
+    lines += [
+        f"unknown ledger row: {r.step_id} ({r.state}): no registered step has this id"
+        for r in report.unknown_rows
+    ]
+    lines.append(", ".join(f"{n} {s}" for s, n in sorted(report.counts.items())))
+    return "\n".join(line for line in lines if line)
+
+
+def plan_to_json(report: commands.PlanReport) -> dict[str, t.Any]:
+    """The JSON shape of ``plan --json``."""
+    return {
+        "ledger_exists": report.ledger_exists,
+        "steps": [
+            {
+                "id": p.step.id,
+                "phase": p.step.phase.value,
+                "location": p.step.location,
+                "statements": list(p.statements),
+            }
+            for p in report.steps
+        ],
+    }
+
+
+def render_plan(report: commands.PlanReport) -> str:
+    """Human output of ``plan``: the SQL of each pending step, as a script."""
+    if not report.steps:
+        return "-- up to date: no pending steps"
+    parts = []
+    for p in report.steps:
+        body = "\n".join(s.rstrip().rstrip(";") + ";" for s in p.statements)
+        parts.append(
+            f"-- {p.step.id} ({p.step.phase.value}, {p.step.location})\n{body}"
+        )
+    return "\n\n".join(parts)
+
+
+def exec_to_json(report: commands.ExecReport) -> dict[str, t.Any]:
+    """The JSON shape of ``exec --json``."""
+    return {
+        "columns": report.columns,
+        "rows": [list(r) for r in report.rows],
+        "rowcount": report.rowcount,
+        "attempts": report.attempts,
+        "elapsed_seconds": round(report.elapsed_seconds, 4),
+    }
+
+
+def render_exec(report: commands.ExecReport, fetch: bool) -> str:
+    """Human output of ``exec``: the rows as a table, or the row count."""
+    if fetch and report.columns:
+        table = render_table(report.columns, report.rows)
+        return f"{table}\n({len(report.rows)} row(s))"
+    return f"ok: {report.rowcount} row(s) ({report.attempts} attempt(s))"
+
+
+def render_doctor(report: commands.DoctorReport) -> str:
+    """Human output of ``doctor``: one line per check."""
+    lines = [f"database: {report.url}"]
+    lines += [
+        f"{'ok' if c.ok else 'FAIL':<4}  {c.name:<10}  {c.detail}"
+        for c in report.checks
+    ]
+    return "\n".join(lines)
+
+
+def check_steps(state: _AppState) -> tuple[int, list[str]]:
+    """Preflight every SQL schema step; return the count and the refusals."""
+    problems: list[str] = []
+    steps = [s for s in state.registry.steps(Phase.SCHEMA) if s.sql is not None]
+    for step in steps:
+        try:
+            check_schema_sql(step, step.sql or "")
+        except StepFailedError as exc:
+            problems.append(str(exc))
+    return len(steps), problems
+
+
+# -- commands -----------------------------------------------------------------------
+
+_PHASES = click.Choice([p.value for p in Phase])
+
+
+@click.group(cls=AppGroup, name="safe-migrate", invoke_without_command=True)
+@click.pass_context
+def group(ctx: click.Context) -> None:
+    """Apply and inspect flask-safe-migrate steps (bare: run all phases)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(run_command)
+
+
+@group.command("run")
+@click.option("--phase", type=_PHASES, help="Only this phase (default: all).")
+@click.option("--step", "step_ids", multiple=True, help="Only this step id (repeat).")
+@click.option("--dry-run", is_flag=True, help="Show what would run; send no DDL.")
+@click.option("--max-seconds", type=click.FloatRange(min=0), help="Time budget.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@_reports_errors
+def run_command(
+    phase: str | None = None,
+    step_ids: tuple[str, ...] = (),
+    dry_run: bool = False,
+    max_seconds: float | None = None,
+    as_json: bool = False,
+) -> None:
+    """Apply the pending steps, each exactly once."""
+    state = _state()
+    with migration_engine() as engine:
+        report = commands.run(
+            state.settings,
+            state.registry,
+            engine,
+            phases=[phase] if phase else list(Phase),
+            step_ids=list(step_ids) or None,
+            dry_run=dry_run,
+            max_seconds=max_seconds,
+            before_sleep=echo_retry,
+        )
+    if as_json:
+        _echo_json(run_to_json(report))
+    else:
+        click.echo(render_run(report))
+
+
+@group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@_reports_errors
+def status_command(as_json: bool) -> None:
+    """Show every step: phase, state, when applied, how long, attempts."""
+    state = _state()
+    with migration_engine() as engine:
+        report = commands.status(
+            state.settings, state.registry, engine, before_sleep=echo_retry
+        )
+    if as_json:
+        _echo_json(status_to_json(report))
+    else:
+        click.echo(render_status(report))
+
+
+@group.command("plan")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@_reports_errors
+def plan_command(as_json: bool) -> None:
+    """Print the SQL that run would send, without sending it."""
+    state = _state()
+    with migration_engine() as engine:
+        report = commands.plan(state.settings, state.registry, engine)
+    if as_json:
+        _echo_json(plan_to_json(report))
+    else:
+        click.echo(render_plan(report))
+
+
+@group.command("exec")
+@click.argument("sql")
+@click.option("--fetch", is_flag=True, help="Print the rows the statement returns.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@_reports_errors
+def exec_command(sql: str, fetch: bool, as_json: bool) -> None:
+    """Run one SQL statement in its own transaction, retried through disconnects."""
+    state = _state()
+    with migration_engine() as engine:
+        report = commands.execute(
+            state.settings, engine, sql, fetch=fetch or as_json, before_sleep=echo_retry
+        )
+    if as_json:
+        _echo_json(exec_to_json(report))
+    else:
+        click.echo(render_exec(report, fetch))
+
+
+@group.command("baseline")
+@click.option("--upto", help="Last step id to record (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@_reports_errors
+def baseline_command(upto: str | None, as_json: bool) -> None:
+    """Record steps as applied without running them, to adopt an existing database."""
+    state = _state()
+    with migration_engine() as engine:
+        report = commands.baseline(state.settings, state.registry, engine, upto=upto)
+    if as_json:
+        _echo_json({"recorded": report.recorded, "already": report.already_applied})
+        return
+    for step_id in report.recorded:
+        click.echo(f"recorded {step_id}")
+    click.echo(
+        f"{len(report.recorded)} step(s) recorded as applied, "
+        f"{len(report.already_applied)} already in the ledger"
+    )
+
+
+@group.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@_reports_errors
+def doctor_command(as_json: bool) -> None:
+    """Check reachability, TLS, server version, round-trip time and pooler mode."""
+    state = _state()
+    with migration_engine() as engine:
+        report = commands.doctor(state.settings, engine)
+    if as_json:
+        _echo_json(
+            {
+                "url": report.url,
+                "ok": report.ok,
+                "checks": [vars(c) for c in report.checks],
+            }
+        )
+    else:
+        click.echo(render_doctor(report))
+    if not report.ok:
+        connected = bool(report.checks) and report.checks[0].ok
+        raise click.exceptions.Exit(1 if connected else EXIT_UNAVAILABLE)
+
+
+@group.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@_reports_errors
+def check_command(as_json: bool) -> None:
+    """Check every SQL step before deploying (parse and phase rules; no database)."""
+    checked, problems = check_steps(_state())
+    if as_json:
+        _echo_json({"checked": checked, "problems": problems})
+    else:
+        for problem in problems:
+            click.echo(f"refused: {problem}")
+        summary = f"{len(problems)} problem(s)" if problems else "no problems"
+        click.echo(f"{checked} steps checked, {summary}")
+    if problems:
+        raise click.exceptions.Exit(EXIT_CHECK)

@@ -1,0 +1,58 @@
+"""The core never imports Flask, click or Flask-SQLAlchemy."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import flask_safe_migrate
+
+CORE = Path(flask_safe_migrate.__file__).parent / "core"
+FORBIDDEN = {"flask", "flask_sqlalchemy", "click"}
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module:
+                names.add(node.module)
+            elif node.level >= 2 or (node.module or "").startswith(
+                ("extension", "cli")
+            ):
+                names.add("." * node.level + (node.module or ""))
+    return names
+
+
+def test_core_modules_import_no_flask() -> None:
+    """No core module imports flask, click, flask_sqlalchemy or the Flask layer."""
+    offenders = []
+    for path in sorted(CORE.rglob("*.py")):
+        for name in _imported_modules(path):
+            root = name.split(".")[0]
+            layer = name.lstrip(".").split(".")[0] in {"extension", "cli"}
+            if root in FORBIDDEN or (name.startswith("..") and layer):
+                offenders.append(f"{path.relative_to(CORE)}: {name}")
+    assert offenders == []
+
+
+def test_core_imports_with_flask_blocked() -> None:
+    """Importing the core and the package root works when flask cannot be imported."""
+    code = (
+        "import sys\n"
+        "for name in ('flask', 'flask_sqlalchemy', 'click'):\n"
+        "    sys.modules[name] = None\n"
+        "import flask_safe_migrate.core.commands\n"
+        "import flask_safe_migrate\n"
+        "from flask_safe_migrate import StepRegistry, execute_with_retry\n"
+        "assert 'flask' not in [m for m in sys.modules if sys.modules[m]]\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
