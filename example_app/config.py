@@ -1,0 +1,32 @@
+"""Configuration of the example app: the database URL and the migration settings."""
+
+from __future__ import annotations
+
+import os
+import typing as t
+
+
+def database_url() -> str:
+    """Return ``DATABASE_URL`` (a pooler URL in production) or the embedded server's.
+
+    A bare ``postgresql://`` URL (what Supabase, Neon and Heroku hand out) is pinned
+    to psycopg2, the installed driver.
+    """
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        from .embedded import embedded_database_url
+
+        url = embedded_database_url()
+    for bare in ("postgres://", "postgresql://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg2://" + url[len(bare) :]
+    return url
+
+
+def settings() -> dict[str, t.Any]:
+    """Return the Flask config of the example app."""
+    return {
+        "SQLALCHEMY_DATABASE_URI": database_url(),
+        # The steps live in their own module; init_app imports it.
+        "SAFE_MIGRATE_STEP_MODULES": ["example_app.steps"],
+    }
