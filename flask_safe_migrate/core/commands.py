@@ -26,10 +26,7 @@ from .exceptions import RetryExhaustedError
 from .exceptions import StatementFailedError
 from .ledger import LedgerRow
 from .phases.schema import check_schema_sql
-from .retry import RetryIf
 from .retry import RetryState
-from .retry import default_policy
-from .retry import log_before_sleep
 from .runner import Runner
 from .runner import RunReport
 from .runner import StepStatus
@@ -37,10 +34,10 @@ from .settings import MigrateSettings
 from .steps import Phase
 from .steps import Step
 from .steps import StepRegistry
-from .transaction import _retry_predicate
 from .transaction import open_autocommit_or_dispose
 from .transaction import release
 from .transaction import run_with_retry_stats
+from .transaction import settings_policy
 
 __all__ = [
     "DoctorReport",
@@ -269,14 +266,7 @@ def execute(
     :raises StatementFailedError: the server rejected it (one line, with SQLSTATE).
     :raises DatabaseUnavailableError: no connection could be made.
     """
-    policy = default_policy(
-        max_attempts=settings.retry_max_attempts,
-        backoff_seconds=settings.retry_backoff_seconds,
-        backoff_max_seconds=settings.retry_backoff_max_seconds,
-        max_elapsed_seconds=settings.retry_max_elapsed_seconds,
-        retry=RetryIf(_retry_predicate),
-        before_sleep=before_sleep or log_before_sleep(logger),
-    )
+    policy = settings_policy(settings, before_sleep=before_sleep)
 
     def work(conn: sa.Connection) -> tuple[list[str], list[tuple[t.Any, ...]], int]:
         result = conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)

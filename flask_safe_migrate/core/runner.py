@@ -19,19 +19,17 @@ from .ledger import LedgerRow
 from .phases import StepOutcome
 from .phases.schema import SchemaPhase
 from .phases.schema import check_schema_sql
-from .retry import RetryIf
 from .retry import RetryPolicy
 from .retry import RetryState
-from .retry import default_policy
 from .retry import log_before_sleep
 from .settings import MigrateSettings
 from .steps import Phase
 from .steps import Step
 from .steps import StepRegistry
 from .transaction import _discard
-from .transaction import _retry_predicate
 from .transaction import open_autocommit_or_dispose
 from .transaction import release
+from .transaction import settings_policy
 
 __all__ = ["RunReport", "Runner", "StepStatus"]
 
@@ -113,13 +111,8 @@ class Runner:
 
     def policy(self) -> RetryPolicy:
         """The disconnect retry policy built from the settings."""
-        s = self.settings
-        return default_policy(
-            max_attempts=s.retry_max_attempts,
-            backoff_seconds=s.retry_backoff_seconds,
-            backoff_max_seconds=s.retry_backoff_max_seconds,
-            max_elapsed_seconds=s.retry_max_elapsed_seconds,
-            retry=RetryIf(_retry_predicate),
+        return settings_policy(
+            self.settings,
             before_sleep=self._before_sleep,
             sleep=self._sleep,
             clock=self._clock,

@@ -16,6 +16,8 @@ extra round trip is paid only after an ambiguous commit.
 from __future__ import annotations
 
 import logging
+import random
+import time
 import typing as t
 from dataclasses import dataclass
 
@@ -23,10 +25,13 @@ import sqlalchemy as sa
 
 from .disconnects import ErrorKind
 from .disconnects import classify_error
+from .retry import RetryIf
 from .retry import RetryPolicy
+from .retry import RetryState
 from .retry import RetryStats
 from .retry import default_policy
 from .retry import log_before_sleep
+from .settings import MigrateSettings
 
 __all__ = [
     "CommitInProgressError",
@@ -35,6 +40,7 @@ __all__ = [
     "release",
     "run_with_retry",
     "run_with_retry_stats",
+    "settings_policy",
 ]
 
 logger = logging.getLogger(__name__)
@@ -139,12 +145,37 @@ def _retry_predicate(exc: BaseException) -> bool:
 def _policy(max_retries: int, policy: RetryPolicy | None) -> RetryPolicy:
     if policy is not None:
         return policy
-    from .retry import RetryIf
-
     return default_policy(
         max_attempts=max_retries,
         retry=RetryIf(_retry_predicate),
         before_sleep=log_before_sleep(logger),
+    )
+
+
+def settings_policy(
+    settings: MigrateSettings,
+    *,
+    retry: t.Callable[[BaseException], bool] | None = None,
+    before_sleep: t.Callable[[RetryState], None] | None = None,
+    sleep: t.Callable[[float], None] = time.sleep,
+    clock: t.Callable[[], float] = time.monotonic,
+    rng: random.Random | None = None,
+) -> RetryPolicy:
+    """Build the disconnect retry policy from the ``SAFE_MIGRATE_RETRY_*`` settings.
+
+    :param retry: which exceptions to retry (default: everything a whole
+        transaction may be retried for, including a commit still in progress).
+    """
+    return default_policy(
+        max_attempts=settings.retry_max_attempts,
+        backoff_seconds=settings.retry_backoff_seconds,
+        backoff_max_seconds=settings.retry_backoff_max_seconds,
+        max_elapsed_seconds=settings.retry_max_elapsed_seconds,
+        retry=RetryIf(retry or _retry_predicate),
+        before_sleep=before_sleep or log_before_sleep(logger),
+        sleep=sleep,
+        clock=clock,
+        rng=rng,
     )
 
 

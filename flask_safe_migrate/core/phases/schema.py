@@ -40,15 +40,14 @@ from ..lint.parse import StatementKind
 from ..lint.parse import split_statements
 from ..locking import describe_blockers
 from ..locking import lock_retry_schedule
-from ..retry import RetryIf
 from ..retry import RetryState
-from ..retry import default_policy
 from ..retry import log_before_sleep
 from ..settings import MigrateSettings
 from ..steps import Step
 from ..transaction import _discard
 from ..transaction import open_autocommit_or_dispose
 from ..transaction import release
+from ..transaction import settings_policy
 from . import StepOutcome
 
 __all__ = ["SchemaPhase", "check_schema_sql"]
@@ -208,12 +207,9 @@ class SchemaPhase:
         """
         statements = check_schema_sql(step, step.sql) if step.sql is not None else []
         settings = self.settings
-        policy = default_policy(
-            max_attempts=settings.retry_max_attempts,
-            backoff_seconds=settings.retry_backoff_seconds,
-            backoff_max_seconds=settings.retry_backoff_max_seconds,
-            max_elapsed_seconds=settings.retry_max_elapsed_seconds,
-            retry=RetryIf(_is_transient),
+        policy = settings_policy(
+            settings,
+            retry=_is_transient,
             before_sleep=self._before_sleep,
             sleep=self._sleep,
             clock=self._clock,
