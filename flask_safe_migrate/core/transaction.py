@@ -21,6 +21,7 @@ import time
 import typing as t
 from dataclasses import dataclass
 
+import psycopg2.extensions as ext
 import sqlalchemy as sa
 
 from .disconnects import ErrorKind
@@ -70,7 +71,6 @@ class _Call(t.Generic[R]):
     pending_xid: str | None = None  # an ambiguous commit to resolve first
     result: R | None = None
     has_result: bool = False
-    resolved_committed: bool = False
 
 
 def open_autocommit(engine: sa.Engine) -> sa.Connection:
@@ -103,8 +103,6 @@ def _in_server_transaction(conn: sa.Connection) -> bool:
     raw = _dbapi(conn)
     if raw is None or raw.closed:
         return False
-    import psycopg2.extensions as ext
-
     status = raw.info.transaction_status
     return bool(status != ext.TRANSACTION_STATUS_IDLE)
 
@@ -202,7 +200,6 @@ def run_with_retry_stats(
                         "the lost COMMIT of transaction %s did land; not running again",
                         call.pending_xid,
                     )
-                    call.resolved_committed = True
                     assert call.has_result
                     return t.cast(R, call.result)
                 if status == "in progress":
