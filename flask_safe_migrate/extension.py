@@ -21,9 +21,9 @@ from .core.exceptions import ConfigurationError
 from .core.exceptions import SafeMigrateError
 from .core.settings import PREFIX
 from .core.settings import MigrateSettings
-from .core.steps import F
 from .core.steps import Phase
 from .core.steps import Step
+from .core.steps import StepRegistrar
 from .core.steps import StepRegistry
 
 __all__ = ["SafeMigrate", "get_state", "migration_engine"]
@@ -49,7 +49,7 @@ class _AppState:
     error: SafeMigrateError | None = None
 
 
-class SafeMigrate:
+class SafeMigrate(StepRegistrar):
     """Exactly-once, pooler-safe migrations for one or more Flask apps.
 
     :param app: an app to initialize now (or call :meth:`init_app` later).
@@ -80,27 +80,10 @@ class SafeMigrate:
         if app is not None:
             self.init_app(app, db)
 
-    # -- registration (delegated to the registry) ------------------------------
-
-    def sql(
-        self,
-        id: str,
-        sql: str,
-        *,
-        category: str | None = None,
-        description: str = "",
-    ) -> Step:
-        """Register a schema step made of SQL; see :meth:`StepRegistry.sql`."""
-        return self.registry.sql(id, sql, category=category, description=description)
-
-    def step(
-        self, id: str, *, category: str | None = None, description: str = ""
-    ) -> t.Callable[[F], F]:
-        """Register the decorated function as a schema step; see StepRegistry.step."""
-        return self.registry.step(id, category=category, description=description)
-
-    #: The schema-phase decorator under its phase's name.
-    schema = step
+    def add(self, step: Step) -> Step:
+        """Register a built step in :attr:`registry` (what ``sql``, ``step``,
+        ``index`` and ``backfill`` call)."""
+        return self.registry.add(step)
 
     # -- the app -----------------------------------------------------------------
 

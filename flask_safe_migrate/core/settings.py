@@ -71,6 +71,8 @@ class MigrateSettings:
     backfill_batch_seconds: float = 0.2
     #: Pause between backfill batches.
     backfill_pause_seconds: float = 0.0
+    #: How long an index build's lease lasts without renewal (renewed every third).
+    index_lease_seconds: float = 30.0
     #: Lint step SQL before running; error findings block the run.
     lint_on_run: bool = True
     #: Lint rule ids to skip.
@@ -139,6 +141,7 @@ class MigrateSettings:
             "advisory_lock_wait_seconds",
             "retry_backoff_max_seconds",
             "backfill_batch_seconds",
+            "index_lease_seconds",
         ):
             _positive(name, getattr(self, name))
         for name in (

@@ -7,6 +7,7 @@ import enum
 import hashlib
 import inspect
 import os
+import re
 import sys
 import textwrap
 import typing as t
@@ -19,10 +20,14 @@ from .exceptions import StepOrderError
 
 __all__ = [
     "CATEGORIES",
+    "BackfillHandle",
     "Phase",
     "Step",
     "StepHandle",
+    "StepRegistrar",
     "StepRegistry",
+    "backfill_batch_template",
+    "index_sql",
     "sql_checksum",
 ]
 
@@ -65,6 +70,26 @@ class StepHandle(t.Protocol):
         self, sql: str, params: t.Mapping[str, t.Any] | None = None
     ) -> list[tuple[t.Any, ...]]:
         """Run ``sql`` in the step's transaction and return its rows (or ``[]``)."""
+        ...
+
+
+class BackfillHandle(StepHandle, t.Protocol):
+    """What a ``@migrate.backfill`` function receives: one batch's transaction.
+
+    The function updates at most :attr:`limit` rows after :attr:`after` and returns
+    the new checkpoint (any JSON value, e.g. the last key it updated), or ``None``
+    when nothing is left. The checkpoint is written in the batch's transaction, so
+    each batch is applied exactly once.
+    """
+
+    @property
+    def after(self) -> t.Any:
+        """The checkpoint the previous batch returned (``None`` for the first)."""
+        ...
+
+    @property
+    def limit(self) -> int:
+        """How many rows this batch should update (it adapts to the target time)."""
         ...
 
 
@@ -161,36 +186,16 @@ def _display_path(filename: str) -> str:
     return filename if rel.startswith("..") else rel
 
 
-class StepRegistry:
-    """The steps of one application, in registration order.
+class StepRegistrar:
+    """The registration methods, shared by :class:`StepRegistry` and SafeMigrate.
 
-    Register with :meth:`sql`, the :meth:`step` decorator (schema phase), and the
-    index and backfill helpers. Ids must be unique; a duplicate raises
-    :class:`DuplicateStepError` naming both locations.
+    Register with :meth:`sql`, the :meth:`step` decorator (schema phase),
+    :meth:`index` and :meth:`backfill`; subclasses store the steps in :meth:`add`.
     """
-
-    def __init__(self) -> None:
-        self._steps: dict[str, Step] = {}
-
-    # -- registration ----------------------------------------------------------
 
     def add(self, step: Step) -> Step:
         """Register a built :class:`Step`."""
-        _check_id(step.id)
-        existing = self._steps.get(step.id)
-        if existing is not None:
-            raise DuplicateStepError(
-                f"duplicate step id {step.id!r}: registered at {existing.location} "
-                f"and again at {step.location}",
-                step_id=step.id,
-            )
-        if step.category is not None and step.category not in CATEGORIES:
-            raise RegistrationError(
-                f"step {step.id!r} ({step.location}): unknown category "
-                f"{step.category!r}; expected one of {', '.join(CATEGORIES)}"
-            )
-        self._steps[step.id] = step
-        return step
+        raise NotImplementedError
 
     def sql(
         self,
@@ -227,12 +232,181 @@ class StepRegistry:
 
         The function is returned unchanged, so it stays a plain callable.
         """
+        return self._decorator(id, Phase.SCHEMA, description, category)
 
+    #: The schema-phase decorator under its phase's name.
+    schema = step
+
+    @t.overload
+    def index(
+        self, id: str, *, table: None = None, description: str = ""
+    ) -> t.Callable[[F], F]: ...
+
+    @t.overload
+    def index(
+        self,
+        id: str,
+        *,
+        table: str,
+        columns: t.Sequence[str],
+        unique: bool = False,
+        where: str | None = None,
+        name: str | None = None,
+        dedup_keep: str | None = None,
+        description: str = "",
+    ) -> Step: ...
+
+    def index(
+        self,
+        id: str,
+        *,
+        table: str | None = None,
+        columns: t.Sequence[str] | None = None,
+        unique: bool = False,
+        where: str | None = None,
+        name: str | None = None,
+        dedup_keep: str | None = None,
+        description: str = "",
+    ) -> Step | t.Callable[[F], F]:
+        """Register an index step: a concurrent build, outside any transaction.
+
+        With ``table`` and ``columns`` it builds ``CREATE [UNIQUE] INDEX CONCURRENTLY
+        IF NOT EXISTS`` (``name`` defaults to ``<table>_<columns>_key|idx``). A
+        column is an identifier (quoted as written) or an expression such as
+        ``lower(email)``. ``dedup_keep`` (``min(id)`` or ``max(id)``) deletes
+        duplicates of a unique index's columns first, keeping that row of each group.
+
+        Without ``table`` it is a decorator: the function's ``CREATE INDEX
+        CONCURRENTLY`` statements get the same repair and lease.
+        """
+        if table is None:
+            if columns is not None or dedup_keep is not None or where or name:
+                raise RegistrationError(
+                    f"index step {id!r} ({_caller_location()}): columns, where, name "
+                    "and dedup_keep need table="
+                )
+            return self._decorator(id, Phase.INDEX, description)
+        location = _caller_location()
+        where_ = f"index step {id!r} ({location})"
+        if not columns or isinstance(columns, str):
+            raise RegistrationError(f"{where_}: columns must be a non-empty list")
+        keep = None
+        if dedup_keep is not None:
+            match = _DEDUP_KEEP.match(dedup_keep)
+            if not unique or match is None:
+                raise RegistrationError(
+                    f"{where_}: dedup_keep needs unique=True and the form min(column) "
+                    f"or max(column), got {dedup_keep!r}"
+                )
+            keep = (match.group(1).lower(), match.group(2))
+        index_name = name or default_index_name(table, columns, unique)
+        if len(index_name.encode()) > 63:
+            raise RegistrationError(
+                f"{where_}: index name {index_name!r} is longer than 63 bytes"
+            )
+        options: dict[str, t.Any] = {
+            "table": table,
+            "columns": list(columns),
+            "unique": bool(unique),
+            "where": where,
+            "name": index_name,
+            "dedup_keep": f"{keep[0]}({keep[1]})" if keep else None,
+        }
+        sql = index_sql(options)
+        _check_parses(where_, sql)
+        checksum = hashlib.sha256(
+            (sql_checksum(sql) + f"\0dedup_keep={options['dedup_keep']}").encode()
+        ).hexdigest()
+        return self.add(
+            Step(
+                id=id,
+                phase=Phase.INDEX,
+                checksum=checksum,
+                location=location,
+                sql=sql,
+                description=description,
+                options=options,
+            )
+        )
+
+    @t.overload
+    def backfill(
+        self, id: str, *, table: None = None, description: str = ""
+    ) -> t.Callable[[F], F]: ...
+
+    @t.overload
+    def backfill(
+        self,
+        id: str,
+        *,
+        table: str,
+        set: str,
+        key: str = "id",
+        where: str | None = None,
+        description: str = "",
+    ) -> Step: ...
+
+    def backfill(
+        self,
+        id: str,
+        *,
+        table: str | None = None,
+        set: str | None = None,
+        key: str = "id",
+        where: str | None = None,
+        description: str = "",
+    ) -> Step | t.Callable[[F], F]:
+        """Register a backfill step: keyset batches, each one short transaction.
+
+        ``UPDATE <table> SET <set> WHERE <where>`` is applied in ranges of ``key``
+        (an indexed column; the primary key by default), each range with its
+        checkpoint in the ledger in the same transaction, so it resumes exactly
+        where it stopped and never updates a row twice.
+
+        Without ``table`` it is a decorator for custom batches; see
+        :class:`BackfillHandle`.
+        """
+        if table is None:
+            if set is not None or where is not None:
+                raise RegistrationError(
+                    f"backfill step {id!r} ({_caller_location()}): set and where "
+                    "need table="
+                )
+            return self._decorator(id, Phase.BACKFILL, description)
+        location = _caller_location()
+        if not isinstance(set, str) or not set.strip():
+            raise RegistrationError(
+                f"backfill step {id!r} ({location}): set= must be a SET clause, "
+                'e.g. set="order_index = id"'
+            )
+        options: dict[str, t.Any] = {
+            "table": table,
+            "key": key,
+            "set": set.strip(),
+            "where": where.strip() if where else None,
+        }
+        sql = backfill_batch_template(options)
+        _check_parses(f"backfill step {id!r} ({location})", sql)
+        return self.add(
+            Step(
+                id=id,
+                phase=Phase.BACKFILL,
+                checksum=sql_checksum(sql),
+                location=location,
+                sql=sql,
+                description=description,
+                options=options,
+            )
+        )
+
+    def _decorator(
+        self, id: str, phase: Phase, description: str, category: str | None = None
+    ) -> t.Callable[[F], F]:
         def decorator(fn: F) -> F:
             self.add(
                 Step(
                     id=id,
-                    phase=Phase.SCHEMA,
+                    phase=phase,
                     checksum=function_checksum(fn),
                     location=_function_location(fn),
                     fn=fn,
@@ -244,8 +418,34 @@ class StepRegistry:
 
         return decorator
 
-    #: The schema-phase decorator under its phase's name.
-    schema = step
+
+class StepRegistry(StepRegistrar):
+    """The steps of one application, in registration order.
+
+    Ids must be unique; a duplicate raises :class:`DuplicateStepError` naming both
+    locations.
+    """
+
+    def __init__(self) -> None:
+        self._steps: dict[str, Step] = {}
+
+    def add(self, step: Step) -> Step:
+        """Register a built :class:`Step`."""
+        _check_id(step.id)
+        existing = self._steps.get(step.id)
+        if existing is not None:
+            raise DuplicateStepError(
+                f"duplicate step id {step.id!r}: registered at {existing.location} "
+                f"and again at {step.location}",
+                step_id=step.id,
+            )
+        if step.category is not None and step.category not in CATEGORIES:
+            raise RegistrationError(
+                f"step {step.id!r} ({step.location}): unknown category "
+                f"{step.category!r}; expected one of {', '.join(CATEGORIES)}"
+            )
+        self._steps[step.id] = step
+        return step
 
     # -- reading ---------------------------------------------------------------
 
@@ -281,6 +481,84 @@ class StepRegistry:
 
     def __iter__(self) -> t.Iterator[Step]:
         return iter(self.steps())
+
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_DEDUP_KEEP = re.compile(
+    r"^\s*(min|max)\s*\(\s*([A-Za-z_][A-Za-z0-9_$]*)\s*\)\s*$", re.I
+)
+
+
+def quote_name(name: str) -> str:
+    """Quote a possibly schema-qualified name (``schema.table``) part by part."""
+    from .ledger import quote_ident
+
+    return ".".join(quote_ident(part) for part in name.split(".", 1))
+
+
+def _index_element(column: str) -> str:
+    column = column.strip()
+    return f'"{column}"' if _IDENT.match(column) else f"({column})"
+
+
+def default_index_name(table: str, columns: t.Sequence[str], unique: bool) -> str:
+    """``<table>_<col>_<col>_key`` (unique) or ``..._idx``, at most 63 bytes."""
+    bare = table.split(".")[-1]
+    parts = [c if _IDENT.match(c.strip()) else "expr" for c in columns]
+    name = "_".join([bare, *parts, "key" if unique else "idx"])
+    if len(name.encode()) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return name.encode()[:54].decode(errors="ignore") + "_" + digest
+
+
+def index_sql(options: t.Mapping[str, t.Any]) -> str:
+    """The ``CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS`` of an index step."""
+    from .ledger import quote_ident
+
+    unique = "UNIQUE " if options["unique"] else ""
+    elements = ", ".join(_index_element(c) for c in options["columns"])
+    sql = (
+        f"CREATE {unique}INDEX CONCURRENTLY IF NOT EXISTS "
+        f"{quote_ident(options['name'])} ON {quote_name(options['table'])} "
+        f"({elements})"
+    )
+    if options.get("where"):
+        sql += f" WHERE {options['where']}"
+    return sql
+
+
+def backfill_batch_template(options: t.Mapping[str, t.Any]) -> str:
+    """One batch of a backfill step, with ``$1``/``$2`` as the key range bounds.
+
+    This is what ``plan`` and ``check`` show; the phase sends it with literal
+    bounds and the checkpoint update in the same transaction.
+    """
+    from .ledger import quote_ident
+
+    key = quote_ident(options["key"])
+    sql = (
+        f"UPDATE {quote_name(options['table'])} SET {options['set']} "
+        f"WHERE {key} > $1 AND {key} <= $2"
+    )
+    if options.get("where"):
+        sql += f" AND ({options['where']})"
+    return sql
+
+
+def _check_parses(where: str, sql: str) -> None:
+    from .lint.parse import SqlSyntaxError
+    from .lint.parse import split_statements
+
+    try:
+        statements = split_statements(sql)
+    except SqlSyntaxError as exc:
+        raise RegistrationError(f"{where}: invalid SQL: {exc.message}: {sql}") from exc
+    if len(statements) != 1:
+        raise RegistrationError(
+            f"{where}: the options must make one statement, not {len(statements)} "
+            f"(is there a ';' in them?): {sql}"
+        )
 
 
 def _check_id(step_id: object) -> None:
