@@ -6,6 +6,8 @@ import datetime as dt
 import functools
 import json
 import logging
+import sys
+import time
 import typing as t
 
 import click
@@ -21,9 +23,12 @@ from .core.exceptions import LockNotAcquiredError
 from .core.exceptions import RegistrationError
 from .core.exceptions import SafeMigrateError
 from .core.exceptions import StepFailedError
+from .core.phases.backfill import BackfillProgress
+from .core.phases.backfill import progress_fields
 from .core.phases.schema import check_schema_sql
 from .core.retry import RetryState
 from .core.runner import RunReport
+from .core.runner import StepStatus
 from .core.steps import Phase
 from .extension import _AppState
 from .extension import get_state
@@ -172,8 +177,12 @@ def render_run(report: RunReport) -> str:
             f"{len(report.applied)} step(s) applied in {report.elapsed_seconds:.2f}s"
         )
         if report.stopped_by_budget:
-            left = len(report.pending) - len(report.outcomes)
-            lines.append(f"stopped by --max-seconds: {left} step(s) still pending")
+            done = sum(o.status in ("applied", "skipped") for o in report.outcomes)
+            left = len(report.pending) - done
+            lines.append(
+                f"stopped by --max-seconds: {left} step(s) still pending; run again "
+                "to resume (a backfill continues from its checkpoint)"
+            )
     return "\n".join(lines)
 
 
@@ -191,6 +200,8 @@ def status_to_json(report: commands.StatusReport) -> dict[str, t.Any]:
                 "applied_at": s.row.applied_at if s.row else None,
                 "duration_seconds": s.row.duration_seconds if s.row else None,
                 "attempts": s.row.attempts if s.row else 0,
+                "progress": progress_fields(s.row.progress if s.row else None),
+                "lease_owner": s.row.lease_owner if s.row else None,
                 "checksum": s.step.checksum,
                 "location": s.step.location,
             }
@@ -213,10 +224,11 @@ def render_status(report: commands.StatusReport) -> str:
             s.row.applied_at if s.row else None,
             s.row.duration_seconds if s.row else None,
             s.row.attempts if s.row else None,
+            _describe_progress(s),
         ]
         for s in report.steps
     ]
-    headers = ["step", "phase", "state", "applied at", "duration", "attempts"]
+    headers = ["step", "phase", "state", "applied at", "duration", "attempts", ""]
     lines = [render_table(headers, rows)] if rows else ["no steps registered"]
     if not report.ledger_exists:
         lines.append("the ledger table does not exist yet (nothing applied)")
@@ -226,6 +238,51 @@ def render_status(report: commands.StatusReport) -> str:
     ]
     lines.append(", ".join(f"{n} {s}" for s, n in sorted(report.counts.items())))
     return "\n".join(line for line in lines if line)
+
+
+def _describe_progress(status: StepStatus) -> str:
+    """``1,234 rows, 1,200 updated, 5 batches`` for a backfill; the lease holder of
+    an index build in progress."""
+    row = status.row
+    if row is None:
+        return ""
+    if status.state == "running" and row.lease_owner:
+        return f"building by {row.lease_owner}"
+    fields = progress_fields(row.progress)
+    if not fields or status.step.phase is not Phase.BACKFILL:
+        return ""
+    text = f"{int(fields.get('scanned') or 0):,} rows, "
+    text += f"{int(fields.get('updated') or 0):,} updated, "
+    return text + f"{int(fields.get('batches') or 0):,} batches"
+
+
+class ProgressPrinter:
+    """Backfill progress on stderr: a bar redrawn in place on a terminal, else a
+    line every few seconds."""
+
+    def __init__(self, *, tty: bool | None = None, every_seconds: float = 5.0):
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.every_seconds = every_seconds
+        self._last: dict[str, float] = {}
+
+    def __call__(self, progress: BackfillProgress) -> None:
+        if self.tty:
+            click.echo("\r\033[K" + self.bar(progress), err=True, nl=progress.done)
+            return
+        now = time.monotonic()
+        if progress.done or now - self._last.get(progress.step_id, 0) >= (
+            self.every_seconds
+        ):
+            self._last[progress.step_id] = now
+            click.echo(f"{progress.step_id}: {progress.describe()}", err=True)
+
+    @staticmethod
+    def bar(progress: BackfillProgress, width: int = 24) -> str:
+        """``step [#######.........] 30% 1,234 rows 5,000 rows/s ETA 12s``."""
+        fraction = progress.fraction
+        filled = round(width * (fraction or 0.0))
+        bar = "#" * filled + "." * (width - filled)
+        return f"{progress.step_id} [{bar}] {progress.describe()}"
 
 
 def plan_to_json(report: commands.PlanReport) -> dict[str, t.Any]:
@@ -337,6 +394,7 @@ def run_command(
             dry_run=dry_run,
             max_seconds=max_seconds,
             before_sleep=echo_retry,
+            on_progress=ProgressPrinter(),
         )
     if as_json:
         _echo_json(run_to_json(report))

@@ -25,6 +25,7 @@ from .exceptions import DatabaseUnavailableError
 from .exceptions import RetryExhaustedError
 from .exceptions import StatementFailedError
 from .ledger import LedgerRow
+from .phases.backfill import BackfillProgress
 from .phases.schema import check_schema_sql
 from .retry import RetryState
 from .runner import Runner
@@ -102,9 +103,20 @@ def run(
     dry_run: bool = False,
     max_seconds: float | None = None,
     before_sleep: BeforeSleep | None = None,
+    on_progress: t.Callable[[BackfillProgress], None] | None = None,
 ) -> RunReport:
-    """Apply the pending steps of ``phases`` (see :meth:`Runner.run`)."""
-    runner = Runner(settings, registry, engine, before_sleep=before_sleep)
+    """Apply the pending steps of ``phases`` (see :meth:`Runner.run`).
+
+    :param on_progress: called after each backfill batch (default: a log line
+        every few seconds).
+    """
+    runner = Runner(
+        settings,
+        registry,
+        engine,
+        before_sleep=before_sleep,
+        on_progress=on_progress,
+    )
     with translate_db_errors(engine):
         return runner.run(
             [Phase.parse(p) for p in phases],
@@ -173,16 +185,31 @@ class PlanReport:
 
 
 class RecordingHandle:
-    """A step handle that records SQL instead of sending it (plan, check)."""
+    """A step handle that records SQL instead of sending it (plan, check).
 
-    def __init__(self, step: Step) -> None:
+    For a backfill function it is the first batch: ``after`` is None and ``limit``
+    the first batch size.
+    """
+
+    def __init__(self, step: Step, *, limit: int = 1000) -> None:
         self._step = step
+        self._limit = limit
         self.statements: list[str] = []
 
     @property
     def step(self) -> Step:
         """The step being recorded."""
         return self._step
+
+    @property
+    def after(self) -> t.Any:
+        """No checkpoint: the first batch."""
+        return None
+
+    @property
+    def limit(self) -> int:
+        """The first batch size."""
+        return self._limit
 
     def execute(
         self, sql: str, params: t.Mapping[str, t.Any] | None = None

@@ -17,6 +17,9 @@ from .exceptions import StepFailedError
 from .ledger import Ledger
 from .ledger import LedgerRow
 from .phases import StepOutcome
+from .phases.backfill import BackfillPhase
+from .phases.backfill import BackfillProgress
+from .phases.index import IndexPhase
 from .phases.schema import SchemaPhase
 from .phases.schema import check_schema_sql
 from .retry import RetryPolicy
@@ -26,9 +29,7 @@ from .settings import MigrateSettings
 from .steps import Phase
 from .steps import Step
 from .steps import StepRegistry
-from .transaction import _discard
-from .transaction import open_autocommit_or_dispose
-from .transaction import release
+from .transaction import send_idempotent
 from .transaction import settings_policy
 
 __all__ = ["RunReport", "Runner", "StepStatus"]
@@ -88,6 +89,7 @@ class Runner:
         clock: t.Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         before_sleep: t.Callable[[RetryState], None] | None = None,
+        on_progress: t.Callable[[BackfillProgress], None] | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -97,14 +99,16 @@ class Runner:
         self._clock = clock
         self._rng = rng
         self._before_sleep = before_sleep or log_before_sleep(logger)
-        self.schema = SchemaPhase(
-            settings,
-            engine,
-            self.ledger,
-            sleep=sleep,
-            clock=clock,
-            rng=rng,
-            before_sleep=self._before_sleep,
+        timing: dict[str, t.Any] = {
+            "sleep": sleep,
+            "clock": clock,
+            "rng": rng,
+            "before_sleep": self._before_sleep,
+        }
+        self.schema = SchemaPhase(settings, engine, self.ledger, **timing)
+        self.index = IndexPhase(settings, engine, self.ledger, **timing)
+        self.backfill = BackfillPhase(
+            settings, engine, self.ledger, on_progress=on_progress, **timing
         )
 
     # -- the ledger ------------------------------------------------------------
@@ -121,25 +125,15 @@ class Runner:
 
     def read_ledger(self) -> dict[str, LedgerRow] | None:
         """Read every ledger row in one query; None when the ledger does not exist."""
-
-        def attempt() -> dict[str, LedgerRow] | None:
-            conn = open_autocommit_or_dispose(self.engine)
-            try:
-                rows = conn.exec_driver_sql(
-                    self.ledger.select_all_sql(), execution_options=_NO_PARAMS
-                ).fetchall()
-            except sa.exc.DBAPIError as exc:
-                if error_sqlstate(exc) == _UNDEFINED_TABLE:
-                    release(conn)
-                    return None
-                if exc.connection_invalidated:
-                    _discard(conn, self.engine)
-                raise
-            release(conn)
-            return {r[0]: self.ledger.row(tuple(r)) for r in rows}
-
-        result, _ = self.policy().call(attempt)
-        return result
+        try:
+            rows = send_idempotent(
+                self.engine, self.ledger.select_all_sql(), self.policy()
+            )
+        except sa.exc.DBAPIError as exc:
+            if error_sqlstate(exc) == _UNDEFINED_TABLE:
+                return None
+            raise
+        return {r[0]: self.ledger.row(r) for r in rows}
 
     def ensure_ledger(self) -> None:
         """Create the ledger if missing, under the migration lock (one message)."""
@@ -151,20 +145,7 @@ class Runner:
                 "COMMIT",
             ]
         )
-
-        def attempt() -> None:
-            conn = open_autocommit_or_dispose(self.engine)
-            try:
-                conn.exec_driver_sql(message, execution_options=_NO_PARAMS)
-            except sa.exc.DBAPIError as exc:
-                if exc.connection_invalidated:
-                    _discard(conn, self.engine)
-                    raise
-                release(conn)
-                raise
-            release(conn)
-
-        self.policy().call(attempt)
+        send_idempotent(self.engine, message, self.policy())
         logger.info("ledger %s is ready", self.ledger.qualified)
 
     # -- deciding ----------------------------------------------------------------
@@ -246,30 +227,31 @@ class Runner:
             )
             report.elapsed_seconds = self._clock() - started
             return report
+        deadline = None if max_seconds is None else started + max_seconds
         for step in report.pending:
-            if max_seconds is not None and self._clock() - started >= max_seconds:
+            if deadline is not None and self._clock() >= deadline:
                 logger.info("time budget of %.1fs used; stopping", max_seconds)
                 report.stopped_by_budget = True
                 break
             try:
-                outcome = self._apply(step)
+                outcome = self._apply(step, deadline)
             except StepFailedError as exc:
                 report.elapsed_seconds = self._clock() - started
                 exc.report = report  # type: ignore[attr-defined]  # partial report
                 raise
             report.outcomes.append(outcome)
+            if outcome.status == "partial":
+                report.stopped_by_budget = True
+                break
         report.elapsed_seconds = self._clock() - started
         return report
 
-    def _apply(self, step: Step) -> StepOutcome:
+    def _apply(self, step: Step, deadline: float | None) -> StepOutcome:
         if step.phase is Phase.SCHEMA:
             return self.schema.apply(step)
-        raise StepFailedError(
-            f"step {step.id} ({step.location}): the {step.phase.value} phase is not "
-            "available in this version",
-            step_id=step.id,
-            phase=step.phase.value,
-        )
+        if step.phase is Phase.INDEX:
+            return self.index.apply(step, deadline=deadline)
+        return self.backfill.apply(step, deadline=deadline)
 
     def _on_changed(self, changed: list[StepStatus]) -> None:
         details = "; ".join(

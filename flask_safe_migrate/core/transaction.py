@@ -41,6 +41,7 @@ __all__ = [
     "release",
     "run_with_retry",
     "run_with_retry_stats",
+    "send_idempotent",
     "settings_policy",
 ]
 
@@ -257,6 +258,35 @@ def _discard(conn: sa.Connection, engine: sa.Engine) -> None:
     except Exception:
         logger.debug("closing a dropped connection failed", exc_info=True)
     engine.dispose()
+
+
+def send_idempotent(
+    engine: sa.Engine, sql: str, policy: RetryPolicy
+) -> list[tuple[t.Any, ...]]:
+    """Send ``sql`` as one message on an autocommit connection, retried whole.
+
+    Only for messages that are safe to run twice: reads, and writes guarded so a
+    second run changes nothing (a lost reply is not resolved, the message is sent
+    again). Several statements in the message run as one implicit transaction;
+    the rows of the last one are returned.
+    """
+
+    def attempt() -> list[tuple[t.Any, ...]]:
+        conn = open_autocommit_or_dispose(engine)
+        try:
+            result = conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)
+            rows = [tuple(r) for r in result.fetchall()] if result.returns_rows else []
+        except Exception as exc:
+            if classify_error(exc) in {ErrorKind.DISCONNECT, ErrorKind.CONNECT_FAILED}:
+                _discard(conn, engine)
+            else:
+                release(conn)
+            raise
+        release(conn)
+        return rows
+
+    rows, _ = policy.call(attempt)
+    return rows
 
 
 def run_with_retry(
