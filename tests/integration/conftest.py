@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from .services import FaultProxy
 from .services import PgBouncer
@@ -208,3 +209,12 @@ def proxy(pgbouncer: PgBouncer) -> t.Iterator[FaultProxy]:
 def proxy_url(proxy: FaultProxy, database: TestDatabase) -> str:
     """Give the URL of ``database`` through ``proxy`` (TLS, via PgBouncer)."""
     return proxy.url(database.name)
+
+
+@pytest.fixture
+def engines() -> t.Iterator[list[sa.Engine]]:
+    """Engines made by a test, disposed after it."""
+    made: list[sa.Engine] = []
+    yield made
+    for engine in made:
+        engine.dispose()

@@ -665,6 +665,7 @@ class _FrameParser:
 class _CommitRule:
     action: str
     predicate: t.Callable[[str], bool] | None
+    any_query: bool = False  # not only COMMITs: implicit transactions too
 
     def matches(self, txn_text: str) -> bool:
         return True if self.predicate is None else bool(self.predicate(txn_text))
@@ -1009,6 +1010,12 @@ class FaultProxy:
         """
         self._set_commit_rule(_CommitRule(_DROP_REPLY, filter))
 
+    def drop_reply(self, filter: t.Callable[[str], bool]) -> None:
+        """Forward a Query for which ``filter(txn_text)`` is true, then kill the
+        connection instead of the reply: an ambiguous commit of an implicit
+        (single-message) transaction. Replaces any commit rule."""
+        self._set_commit_rule(_CommitRule(_DROP_REPLY, filter, any_query=True))
+
     def drop_commit_reply_off(self) -> None:
         """Stop dropping (or killing before) COMMITs."""
         self._set_commit_rule(None)
@@ -1331,7 +1338,7 @@ class FaultProxy:
                 rule = self._commit_rule
                 if (
                     rule is not None
-                    and _COMMIT_RE.search(text)
+                    and (rule.any_query or _COMMIT_RE.search(text))
                     and rule.matches("\n".join(conn.txn))
                 ):
                     if rule.action == _KILL:

@@ -48,15 +48,6 @@ def settings_for(url: str, **changes: t.Any) -> MigrateSettings:
     return MigrateSettings(**base)
 
 
-@pytest.fixture
-def engines() -> t.Iterator[list[sa.Engine]]:
-    """Engines made by a test, disposed after it."""
-    made: list[sa.Engine] = []
-    yield made
-    for engine in made:
-        engine.dispose()
-
-
 def runner_for(
     settings: MigrateSettings, registry: StepRegistry, engines: list[sa.Engine]
 ) -> Runner:

@@ -320,7 +320,10 @@ class BackfillPhase:
                         pause,
                     )
                     self._sleep(pause)
+                    before = int(run.progress.get("batches") or 0)
                     self._reread(run)
+                    if int(run.progress.get("batches") or 0) > before:
+                        failures = 0  # the batch committed (its reply was lost)
                     continue
                 raise self._failed(step, exc, "") from exc
             failures = 0
