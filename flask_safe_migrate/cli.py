@@ -22,10 +22,11 @@ from .core.exceptions import LintViolationError
 from .core.exceptions import LockNotAcquiredError
 from .core.exceptions import RegistrationError
 from .core.exceptions import SafeMigrateError
-from .core.exceptions import StepFailedError
+from .core.lint import Finding
+from .core.lint import LintReport
+from .core.lint import report_to_dict
 from .core.phases.backfill import BackfillProgress
 from .core.phases.backfill import progress_fields
-from .core.phases.schema import check_schema_sql
 from .core.retry import RetryState
 from .core.runner import RunReport
 from .core.runner import StepStatus
@@ -267,12 +268,16 @@ class ProgressPrinter:
 
     def __call__(self, progress: BackfillProgress) -> None:
         if self.tty:
-            click.echo("\r\033[K" + self.bar(progress), err=True, nl=progress.done)
+            click.echo(
+                "\r\033[K" + self.bar(progress),
+                err=True,
+                nl=progress.done,
+                color=True,
+            )
             return
         now = time.monotonic()
-        if progress.done or now - self._last.get(progress.step_id, 0) >= (
-            self.every_seconds
-        ):
+        last = self._last.get(progress.step_id)
+        if progress.done or last is None or now - last >= self.every_seconds:
             self._last[progress.step_id] = now
             click.echo(f"{progress.step_id}: {progress.describe()}", err=True)
 
@@ -343,16 +348,53 @@ def render_doctor(report: commands.DoctorReport) -> str:
     return "\n".join(lines)
 
 
-def check_steps(state: _AppState) -> tuple[int, list[str]]:
-    """Preflight every SQL schema step; return the count and the refusals."""
-    problems: list[str] = []
-    steps = [s for s in state.registry.steps(Phase.SCHEMA) if s.sql is not None]
-    for step in steps:
-        try:
-            check_schema_sql(step, step.sql or "")
-        except StepFailedError as exc:
-            problems.append(str(exc))
-    return len(steps), problems
+def check_steps(
+    state: _AppState, paths: t.Sequence[str] = (), squawk: bool = True
+) -> LintReport:
+    """Lint every step and verify the migration code of ``state``'s app."""
+    return commands.check(state.settings, state.registry, paths=paths, squawk=squawk)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def render_check(report: LintReport) -> str:
+    """Human output of ``check``: the findings grouped by step, then by file."""
+    groups: dict[str, list[Finding]] = {}
+    for finding in report.findings:
+        if finding.step_id is not None:
+            key = f"{finding.step_id}  ({finding.phase})"
+        else:
+            key = (finding.location or "?").rsplit(":", 1)[0]
+        groups.setdefault(key, []).append(finding)
+    lines: list[str] = []
+    for key, findings in groups.items():
+        lines.append(key)
+        for f in findings:
+            where = f.location or ""
+            if f.line is not None:
+                where += f", line {f.line} of its SQL"
+            lines.append(f"  {f.severity.value:<8} {f.rule}  {where}")
+            if f.statement:
+                lines.append(f"           {_clip(f.statement, 100)}")
+            lines.append(f"           {f.message}")
+            lines.append(f"           fix: {f.hint}")
+        lines.append("")
+    if report.squawk_note:
+        lines.append(f"squawk: {report.squawk_note}")
+    summary = (
+        f"{report.steps_checked} steps checked, "
+        f"{len(report.files_checked)} file(s) verified: "
+    )
+    if report.findings:
+        summary += f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)"
+    else:
+        summary += "no problems"
+    if report.suppressed:
+        summary += f" ({len(report.suppressed)} suppressed)"
+    lines.append(summary)
+    return "\n".join(lines)
 
 
 # -- commands -----------------------------------------------------------------------
@@ -494,17 +536,19 @@ def doctor_command(as_json: bool) -> None:
 
 
 @group.command("check")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@click.option("--no-squawk", is_flag=True, help="Run our rules only, not squawk's.")
 @_reports_errors
-def check_command(as_json: bool) -> None:
-    """Check every SQL step before deploying (parse and phase rules; no database)."""
-    checked, problems = check_steps(_state())
+def check_command(paths: tuple[str, ...], as_json: bool, no_squawk: bool) -> None:
+    """Lint every step and verify the migration code (and PATHS); no database.
+
+    Exits 3 when there is an error finding; warnings alone exit 0.
+    """
+    report = check_steps(_state(), paths, squawk=not no_squawk)
     if as_json:
-        _echo_json({"checked": checked, "problems": problems})
+        _echo_json(report_to_dict(report))
     else:
-        for problem in problems:
-            click.echo(f"refused: {problem}")
-        summary = f"{len(problems)} problem(s)" if problems else "no problems"
-        click.echo(f"{checked} steps checked, {summary}")
-    if problems:
+        click.echo(render_check(report))
+    if not report.ok:
         raise click.exceptions.Exit(EXIT_CHECK)

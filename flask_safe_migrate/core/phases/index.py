@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import pglast
 import pglast.ast
+import pglast.enums
 import sqlalchemy as sa
 
 from ..disconnects import ErrorKind
@@ -243,9 +244,18 @@ def _custom_target(where: str, step: Step, sql: str) -> IndexTarget | None:
             step_id=step.id,
             phase="index",
         )
+    node = pglast.parse_sql(stmt.sql)[0].stmt
+    if isinstance(node, pglast.ast.AlterTableStmt) and node.objtype != (
+        pglast.enums.ObjectType.OBJECT_INDEX
+    ):
+        raise StepRefusedError(
+            f"{where}: an index step runs index statements only; ALTER TABLE "
+            f"belongs in a schema step: {stmt.sql}",
+            step_id=step.id,
+            phase="index",
+        )
     if stmt.node_type != "IndexStmt":
         return None
-    node = pglast.parse_sql(stmt.sql)[0].stmt
     assert isinstance(node, pglast.ast.IndexStmt)
     if not node.concurrent:
         raise StepRefusedError(
