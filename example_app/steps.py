@@ -60,35 +60,31 @@ def seed_demo_rows(m: StepHandle) -> None:
 
 
 migrate.sql(
-    "0005_backfill_order_index",
-    "UPDATE leads SET order_index = id WHERE order_index IS NULL",
-    category="one_time_backfill",
-)
-
-migrate.sql(
-    "0006_dedup_provider_msg_id",
-    """
-    DELETE FROM messages m
-    USING messages keep
-    WHERE m.provider_msg_id = keep.provider_msg_id AND m.id > keep.id
-    """,
-    category="dedup_before_unique",
-)
-
-migrate.sql(
-    "0007_messages_provider_msg_id_key",
-    """
-    CREATE UNIQUE INDEX IF NOT EXISTS messages_provider_msg_id_key
-    ON messages (provider_msg_id) WHERE provider_msg_id IS NOT NULL
-    """,
-)
-
-migrate.sql(
-    "0008_orphan_messages_cleanup",
+    "0005_orphan_messages_cleanup",
     """
     DELETE FROM messages
     WHERE lead_id IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM leads WHERE leads.id = messages.lead_id)
     """,
     category="orphan_cleanup",
+)
+
+# The index phase: CREATE UNIQUE INDEX CONCURRENTLY outside any transaction, after
+# deleting the duplicates (keeping the oldest message of each provider id).
+migrate.index(
+    "0006_messages_provider_msg_id_key",
+    table="messages",
+    columns=["provider_msg_id"],
+    unique=True,
+    where="provider_msg_id IS NOT NULL",
+    dedup_keep="min(id)",
+)
+
+# The backfill phase: keyset batches, each with its checkpoint, resumable.
+migrate.backfill(
+    "0007_backfill_order_index",
+    table="leads",
+    key="id",
+    set="order_index = id",
+    where="order_index IS NULL",
 )

@@ -123,3 +123,44 @@ def test_second_boot_is_up_to_date(
     _make_app(tmp_path, database.bouncer_url, database.direct_url)
     assert "safe-migrate: up to date" in caplog.text
     assert database.scalar(LEDGER) == 2
+
+
+def test_on_boot_all_runs_the_index_and_backfill_phases_too(
+    database: TestDatabase, tmp_path: Path
+) -> None:
+    """SAFE_MIGRATE_ON_BOOT=all: schema, then index, then backfill, before serving;
+    the default (schema) leaves the other two phases to the CLI."""
+    database.postgres.execute(
+        "CREATE TABLE notes (id bigserial PRIMARY KEY, body text); "
+        "INSERT INTO notes (body) SELECT 'x' FROM generate_series(1, 500)",
+        dbname=database.name,
+    )
+    steps: list[tuple[str, str]] = []
+    for on_boot in ("schema", "all"):
+        app = Flask(__name__, instance_path=str(tmp_path / on_boot))
+        app.config.update(
+            SAFE_MIGRATE_DATABASE_URI=database.bouncer_url,
+            SAFE_MIGRATE_ON_BOOT=on_boot,
+        )
+        migrate = SafeMigrate()
+        migrate.sql("0001_notes_n", "ALTER TABLE notes ADD COLUMN n int")
+        migrate.index("0002_notes_body", table="notes", columns=["body"])
+        migrate.backfill("0003_notes_n", table="notes", set="n = 1", where="n IS NULL")
+        migrate.init_app(app)
+        steps.append(
+            (
+                on_boot,
+                ",".join(
+                    r[0]
+                    for r in database.query(
+                        "SELECT step_id FROM safe_migrate_ledger WHERE state = 'applied' "
+                        "ORDER BY applied_at"
+                    )
+                ),
+            )
+        )
+    assert steps == [
+        ("schema", "0001_notes_n"),
+        ("all", "0001_notes_n,0002_notes_body,0003_notes_n"),
+    ]
+    assert database.scalar("SELECT count(*) FROM notes WHERE n = 1") == 500
