@@ -66,6 +66,7 @@ logger = logging.getLogger(__name__)
 
 _NO_PARAMS = {"no_parameters": True}
 _QUERY_CANCELED = "57014"
+_INTEGER_TYPES = ("bigint", "integer", "smallint")
 #: Batch size bounds, and how much one batch may change the next one's size.
 MIN_BATCH = 1
 MAX_BATCH = 1_000_000
@@ -107,12 +108,16 @@ class BackfillProgress:
     rate: float  # keys per second in this run
     elapsed_seconds: float
     done: bool = False
+    #: Done fraction from the key range (integer keys), better than the estimate.
+    key_fraction: float | None = None
 
     @property
     def fraction(self) -> float | None:
         """Done fraction from the estimate (None when unknown)."""
         if self.done:
             return 1.0
+        if self.key_fraction is not None:
+            return self.key_fraction
         if not self.estimate:
             return None
         return min(1.0, self.scanned / self.estimate)
@@ -122,9 +127,13 @@ class BackfillProgress:
         """Seconds left at this run's rate (None when unknown)."""
         if self.done:
             return 0.0
-        if not self.estimate or self.rate <= 0:
+        fraction = self.fraction
+        if fraction is None or self.rate <= 0 or self.scanned <= 0:
             return None
-        return max(0.0, (self.estimate - self.scanned) / self.rate)
+        total = self.scanned / fraction if fraction > 0 else self.estimate
+        if not total:
+            return None
+        return max(0.0, (total - self.scanned) / self.rate)
 
     def describe(self) -> str:
         """``123,456 rows (45%), 12,000 rows/s, ETA 10s``."""
@@ -480,32 +489,58 @@ class BackfillPhase:
         table = quote_name(opts["table"])
         key = quote_ident(opts["key"])
         last = run.progress.get("last")
-        after = (
-            f"{key} > {literal(str(last))}::{run.key_type}"
-            if last is not None
-            else "true"
-        )
+        last_text = literal(None if last is None else str(last))
         where = f" AND ({opts['where']})" if opts.get("where") else ""
         n = run.size
+        hi = "bound.__safe_migrate_hi"
+        if run.key_type in _INTEGER_TYPES:
+            # Integer keys: the range is the next n key values, found without a
+            # scan; sparse keys make light batches, which the sizing then grows.
+            low = (
+                f"{last_text}::{run.key_type}"
+                if last is not None
+                else (f"(SELECT min({key}) - 1 FROM {table})")
+            )
+            bound = (
+                "bound AS MATERIALIZED (SELECT s.lo AS __safe_migrate_lo, CASE WHEN "
+                f"s.mx IS NULL OR s.lo >= s.mx THEN NULL ELSE s.lo + {n} END AS "
+                "__safe_migrate_hi, s.mx AS __safe_migrate_max FROM (SELECT "
+                f"{low} AS lo, (SELECT max({key}) FROM {table}) AS mx FROM cp) AS s)"
+            )
+            in_range = f"{key} > bound.__safe_migrate_lo AND {key} <= {hi}"
+            scanned = f"{hi} - bound.__safe_migrate_lo"
+            extent = (
+                "'key_max', bound.__safe_migrate_max, 'key_min', coalesce("
+                "l.progress->'key_min', to_jsonb(bound.__safe_migrate_lo)), "
+            )
+        else:
+            after = (
+                f"{key} > {last_text}::{run.key_type}" if last is not None else "true"
+            )
+            bound = (
+                "bound AS MATERIALIZED (SELECT coalesce("
+                f"(SELECT {key} FROM {table} WHERE {after} ORDER BY {key} "
+                f"OFFSET {n - 1} LIMIT 1), "
+                f"(SELECT max({key}) FROM {table} WHERE {after})) AS __safe_migrate_hi "
+                "FROM cp)"
+            )
+            in_range = f"{after} AND {key} <= {hi}"
+            scanned = str(n)
+            extent = ""
         message = (
             f"{self._settings_sql()};\n"
             f"WITH cp AS MATERIALIZED (SELECT progress FROM {q} "
             f"WHERE step_id = {literal(step.id)} AND state = 'running' "
-            f"AND (progress->>'last') IS NOT DISTINCT FROM "
-            f"{literal(None if last is None else str(last))} FOR UPDATE), "
-            "bound AS MATERIALIZED (SELECT coalesce("
-            f"(SELECT {key} FROM {table} WHERE {after} ORDER BY {key} "
-            f"OFFSET {n - 1} LIMIT 1), "
-            f"(SELECT max({key}) FROM {table} WHERE {after})) AS __safe_migrate_hi "
-            "FROM cp), "
+            f"AND (progress->>'last') IS NOT DISTINCT FROM {last_text} FOR UPDATE), "
+            f"{bound}, "
             f"upd AS (UPDATE {table} SET {opts['set']} FROM bound "
-            f"WHERE {after} AND {key} <= bound.__safe_migrate_hi{where} RETURNING 1) "
+            f"WHERE {in_range}{where} RETURNING 1) "
             f"UPDATE {q} AS l SET progress = l.progress || jsonb_build_object("
             "'last', coalesce(bound.__safe_migrate_hi::text, l.progress->>'last'), "
             "'updated', coalesce((l.progress->>'updated')::bigint, 0) "
             "+ (SELECT count(*) FROM upd), "
             "'scanned', coalesce((l.progress->>'scanned')::bigint, 0) + CASE WHEN "
-            f"bound.__safe_migrate_hi IS NULL THEN 0 ELSE {n} END, "
+            f"{hi} IS NULL THEN 0 ELSE {scanned} END, {extent}"
             "'batches', coalesce((l.progress->>'batches')::bigint, 0) + 1, "
             f"'batch_size', {n}, "
             "'last_batch_seconds', extract(epoch FROM clock_timestamp() "
@@ -637,6 +672,7 @@ class BackfillPhase:
             rate=(scanned - run.scanned_at_start) / elapsed,
             elapsed_seconds=elapsed,
             done=p.get("state") == "applied",
+            key_fraction=_key_fraction(p),
         )
 
     def _report(self, run: _Run, *, force: bool = False) -> None:
@@ -648,6 +684,18 @@ class BackfillPhase:
         if force or now - run.last_log >= LOG_EVERY_SECONDS:
             run.last_log = now
             logger.info("step %s: %s", run.step.id, progress.describe())
+
+
+def _key_fraction(progress: t.Mapping[str, t.Any]) -> float | None:
+    try:
+        low = float(progress["key_min"])
+        high = float(progress["key_max"])
+        last = float(progress["last"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if high <= low:
+        return None
+    return max(0.0, min(1.0, (last - low) / (high - low)))
 
 
 def progress_fields(progress: t.Mapping[str, t.Any] | None) -> dict[str, t.Any]:
