@@ -78,9 +78,7 @@ def _ours(url: str, rows: int) -> dict[str, t.Any]:
         Runner(settings, registry, engine).run([Phase.BACKFILL])
         conn = connect_psycopg2(url)
         cur = conn.cursor()
-        cur.execute(
-            "SELECT progress FROM safe_migrate_ledger WHERE step_id = 'fill_v'"
-        )
+        cur.execute("SELECT progress FROM safe_migrate_ledger WHERE step_id = 'fill_v'")
         (progress,) = cur.fetchone()  # type: ignore[misc]
         conn.close()
     finally:
@@ -108,7 +106,9 @@ def _make_table(postgres: Postgres, db: str, rows: int) -> None:
         "CREATE TABLE items (id bigint PRIMARY KEY, v bigint, w bigint NOT NULL "
         "DEFAULT 0) WITH (fillfactor = 90)"
     )
-    cur.execute("INSERT INTO items (id) SELECT g FROM generate_series(1, %s) g", (rows,))
+    cur.execute(
+        "INSERT INTO items (id) SELECT g FROM generate_series(1, %s) g", (rows,)
+    )
     cur.execute("VACUUM ANALYZE items")
     cur.execute("CHECKPOINT")
     conn.close()
@@ -179,7 +179,9 @@ def measure(
 def render(results: list[dict[str, t.Any]]) -> str:
     """The Markdown table, with each method's ratio to plain at the same latency."""
     plain = {
-        r["latency_ms_each_way"]: r["seconds"] for r in results if r["method"] == "plain"
+        r["latency_ms_each_way"]: r["seconds"]
+        for r in results
+        if r["method"] == "plain"
     }
     lines = [
         "| latency each way | method | seconds | rows/s | throughput vs plain UPDATE "

@@ -478,3 +478,40 @@ def doctor(settings: MigrateSettings, engine: sa.Engine) -> DoctorReport:
         release(conn)
         engine.dispose()
     return DoctorReport(url=url, checks=checks)
+
+
+# -- check -------------------------------------------------------------------------
+
+__all__ += ["check"]
+
+if t.TYPE_CHECKING:
+    from .lint.findings import LintReport
+
+
+def check(
+    settings: MigrateSettings,
+    registry: StepRegistry,
+    *,
+    paths: t.Sequence[str] = (),
+    squawk: bool = True,
+) -> LintReport:
+    """Lint every registered step and verify the migration code; no database.
+
+    Our rules run on each statement of each step (function steps are recorded,
+    as by :func:`plan`), squawk's when it is installed, and the verifier reads the
+    modules that register steps plus ``paths``. Rules in
+    ``settings.lint_disabled_rules`` are skipped.
+
+    :param paths: more Python files or directories for the verifier.
+    :param squawk: run squawk's DDL-safety rules too, when squawk is installed.
+    :returns: the report; ``report.ok`` is False when there are error findings.
+    """
+    # Imported here: the linter records function steps with RecordingHandle.
+    from .lint import check_steps
+
+    return check_steps(
+        registry.steps(),
+        paths=paths,
+        disabled=settings.lint_disabled_rules,
+        squawk=squawk,
+    )

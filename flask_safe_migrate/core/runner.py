@@ -178,10 +178,51 @@ class Runner:
         return result
 
     def preflight(self, steps: t.Sequence[Step]) -> None:
-        """Refuse the whole run before anything is sent if any SQL step is invalid."""
+        """Refuse the whole run before anything is sent if any SQL step is invalid.
+
+        Then, with ``lint_on_run``, lint the SQL steps with our own rules (no
+        squawk, no function step is run: this is on the boot path) and refuse
+        error findings of steps that are not applied yet. The ledger is read
+        only when there is such a finding, so a clean boot costs nothing more.
+
+        :raises StepRefusedError: a schema step's SQL is invalid or not allowed.
+        :raises LintViolationError: error findings (not suppressed inline, not in
+            ``lint_disabled_rules``) in pending steps.
+        """
+        # Imported here: the linter imports commands, which imports this module.
+        from .exceptions import LintViolationError
+        from .lint import run_time_findings
+
+        parsed = {}
         for step in steps:
             if step.phase is Phase.SCHEMA and step.sql is not None:
-                check_schema_sql(step, step.sql)
+                parsed[step.id] = check_schema_sql(step, step.sql)
+        if not self.settings.lint_on_run:
+            return
+        findings = run_time_findings(
+            steps, disabled=self.settings.lint_disabled_rules, parsed=parsed
+        )
+        if not findings:
+            return
+        # Only now read the ledger: an applied step is never run again, so its
+        # findings do not block (whichever runner applied it).
+        rows = self.read_ledger() or {}
+        blocking = [
+            f
+            for f in findings
+            if f.step_id not in rows or not rows[f.step_id].is_applied
+        ]
+        if not blocking:
+            return
+        shown = "; ".join(f"{f.describe()} ({f.hint})" for f in blocking[:3])
+        more = f"; and {len(blocking) - 3} more" if len(blocking) > 3 else ""
+        raise LintViolationError(
+            f"{len(blocking)} lint error(s) block the run: {shown}{more}. Run "
+            "`flask safe-migrate check` for details; fix the step, add "
+            "`-- safe-migrate: ignore RULE reason` on the statement, or set "
+            "SAFE_MIGRATE_LINT_ON_RUN=false",
+            findings=blocking,
+        )
 
     # -- running -----------------------------------------------------------------
 

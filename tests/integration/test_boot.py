@@ -153,7 +153,8 @@ def test_on_boot_all_runs_the_index_and_backfill_phases_too(
                 ",".join(
                     r[0]
                     for r in database.query(
-                        "SELECT step_id FROM safe_migrate_ledger WHERE state = 'applied' "
+                        "SELECT step_id FROM safe_migrate_ledger "
+                        "WHERE state = 'applied' "
                         "ORDER BY applied_at"
                     )
                 ),

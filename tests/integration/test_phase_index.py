@@ -275,7 +275,7 @@ def test_duplicates_without_dedup_fail_and_leave_no_invalid_index(
         columns=["provider_msg_id"],
         unique=True,
     )
-    with pytest.raises(StepFailedError, match="0001_messages_key.*dedup_keep"):
+    with pytest.raises(StepFailedError, match=r"0001_messages_key.*dedup_keep"):
         runner_for(settings_for(proxy_url), reg, engines).run([Phase.INDEX])
     assert index_state(database, "messages_provider_msg_id_key") is None
     assert database.query("SELECT state FROM safe_migrate_ledger") == [("running",)]
@@ -296,7 +296,8 @@ def test_function_index_step_gets_the_same_repair_and_refuses_blocking_builds(
     # An INVALID leftover of the same name is repaired first.
     database.postgres.execute(
         f"CREATE INDEX {INDEX} ON items (k); "
-        f"UPDATE pg_index SET indisvalid = false WHERE indexrelid = '{INDEX}'::regclass",
+        "UPDATE pg_index SET indisvalid = false "
+        f"WHERE indexrelid = '{INDEX}'::regclass",
         dbname=database.name,
     )
     report = runner_for(settings_for(proxy_url), reg, engines).run([Phase.INDEX])
@@ -309,6 +310,6 @@ def test_function_index_step_gets_the_same_repair_and_refuses_blocking_builds(
     def blocking_build(m: StepHandle) -> None:
         m.execute("CREATE INDEX items_k2_idx ON items (k)")
 
-    with pytest.raises(StepRefusedError, match="0002_blocking.*CONCURRENTLY"):
+    with pytest.raises(StepRefusedError, match=r"0002_blocking.*CONCURRENTLY"):
         runner_for(settings_for(proxy_url), blocking, engines).run([Phase.INDEX])
     assert index_state(database, "items_k2_idx") is None

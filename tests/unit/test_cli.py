@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import typing as t
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -18,10 +19,13 @@ from flask_safe_migrate import cli
 from flask_safe_migrate.core import commands
 from flask_safe_migrate.core import exceptions as exc
 from flask_safe_migrate.core.ledger import LedgerRow
+from flask_safe_migrate.core.lint import REPORT_SCHEMA
 from flask_safe_migrate.core.phases import StepOutcome
 from flask_safe_migrate.core.retry import RetryState
 from flask_safe_migrate.core.runner import RunReport
 from flask_safe_migrate.core.runner import StepStatus
+
+from .lint.test_json_schema import validate
 
 Calls = list[tuple[str, dict[str, t.Any]]]
 
@@ -234,21 +238,53 @@ def test_doctor_unreachable_exits_5(
 
 
 def test_check_counts_clean_steps(runner: FlaskCliRunner) -> None:
-    """check parses every SQL step and reports no problems."""
+    """check lints every step, verifies their module, and reports no problems."""
     result = runner.invoke(args=["safe-migrate", "check"])
     assert result.exit_code == 0, result.output
-    assert "2 steps checked, no problems" in result.stdout
+    assert "2 steps checked, 1 file(s) verified: no problems" in result.stdout
 
 
 def test_check_refusal_exits_3(runner: FlaskCliRunner, migrate: SafeMigrate) -> None:
-    """check exits 3 and names the step when a step is refused."""
+    """check exits 3 and names the step when a step has an error finding."""
     migrate.sql("0003_bad", "CREATE TABLE (")
     migrate.sql("0004_dml", "DELETE FROM a")
-    result = runner.invoke(args=["safe-migrate", "check"])
+    result = runner.invoke(args=["safe-migrate", "check", "--no-squawk"])
     assert result.exit_code == 3
-    assert "0003_bad" in result.stdout
-    assert "0004_dml" in result.stdout
-    assert "4 steps checked, 2 problem(s)" in result.stdout
+    assert "0003_bad  (schema)\n  error    sql-syntax-error" in result.stdout
+    assert "0004_dml  (schema)\n  error    dml-needs-category" in result.stdout
+    assert "4 steps checked, 1 file(s) verified: 2 error(s), 0 warning(s)" in (
+        result.stdout
+    )
+
+
+def test_check_warnings_exit_0(runner: FlaskCliRunner, migrate: SafeMigrate) -> None:
+    """Warnings alone do not fail check."""
+    migrate.sql("0003_tier", "ALTER TABLE a ADD COLUMN tier text", category="seed")
+    result = runner.invoke(args=["safe-migrate", "check", "--no-squawk"])
+    assert result.exit_code == 0, result.output
+    assert "warning  unneeded-category" in result.stdout
+
+
+def test_check_json_and_paths(
+    runner: FlaskCliRunner, migrate: SafeMigrate, tmp_path: Path
+) -> None:
+    """check --json PATH verifies the extra path and prints the documented shape."""
+    extra = tmp_path / "boot.py"
+    extra.write_text(
+        "def boot(engine):\n"
+        "    with engine.begin():\n"
+        "        execute_with_retry(engine, 'ALTER TABLE a ADD COLUMN b text')\n"
+    )
+    result = runner.invoke(args=["safe-migrate", "check", "--json", str(extra)])
+    assert result.exit_code == 3
+    data = json.loads(result.stdout)
+    assert validate(data, REPORT_SCHEMA) == []
+    assert data["ok"] is False
+    assert data["steps_checked"] == 2
+    (finding,) = data["findings"]
+    assert finding["rule"] == "transaction-around-retry"
+    assert finding["location"].endswith("boot.py:2")
+    assert finding["source"] == "verifier"
 
 
 ERRORS = [

@@ -16,12 +16,14 @@ import pglast.enums
 import pglast.parser
 
 __all__ = [
+    "SqlComment",
     "SqlSyntaxError",
     "Statement",
     "StatementKind",
     "has_dml",
     "normalize_sql",
     "split_statements",
+    "sql_comments",
 ]
 
 
@@ -85,6 +87,14 @@ class Statement:
     #: A DO block runs SQL we could not inspect (a non-literal EXECUTE, a body we
     #: could not parse, a language other than PL/pgSQL).
     dynamic_sql: bool
+    #: The parser's node for the statement (a ``pglast.ast`` node), for the lint
+    #: rules that look at its details; node locations are offsets in the source.
+    node: t.Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def end_line(self) -> int:
+        """1-based line of the source on which the statement's last token is."""
+        return self.line + self.sql.count("\n")
 
 
 class SqlSyntaxError(ValueError):
@@ -332,6 +342,7 @@ def _statement(sql: str, start: int, end: int, node: t.Any) -> Statement:
         relations=tuple(facts.relations),
         hazards=tuple(facts.hazards),
         dynamic_sql=facts.dynamic,
+        node=node,
     )
 
 
@@ -764,6 +775,43 @@ def _check_sql(sql: str, facts: _Facts, depth: int) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+@dataclass(frozen=True)
+class SqlComment:
+    """One comment of a SQL text (``-- ...`` or ``/* ... */``)."""
+
+    #: The comment's text without its markers, stripped.
+    text: str
+    #: 1-based line of the source on which the comment starts.
+    line: int
+
+
+def sql_comments(sql: str) -> list[SqlComment]:
+    """Return the comments of *sql*, in order (none when *sql* does not scan).
+
+    Comment markers inside string literals and dollar-quoted bodies are not
+    comments, which is why this asks the real scanner rather than a pattern.
+
+    :param sql: any SQL text.
+    """
+    try:
+        tokens = pglast.parser.scan(sql)
+    except pglast.parser.ParseError:
+        return []
+    comments = []
+    for token in tokens:
+        if token.name not in _COMMENT_TOKENS:
+            continue
+        text = sql[token.start : token.end + 1]
+        if token.name == "SQL_COMMENT":
+            text = text[2:]
+        else:
+            text = text[2:-2] if text.endswith("*/") else text[2:]
+        comments.append(
+            SqlComment(text=text.strip(), line=sql.count("\n", 0, token.start) + 1)
+        )
+    return comments
 
 
 def normalize_sql(sql: str) -> str:

@@ -1,0 +1,216 @@
+"""What the migration-code verifier knows of one Python module (from its AST)."""
+
+from __future__ import annotations
+
+import ast
+import re
+import typing as t
+from dataclasses import dataclass
+from dataclasses import field
+
+from .parse import SqlSyntaxError
+from .parse import StatementKind
+from .parse import split_statements
+
+__all__ = [
+    "ModuleCode",
+    "call_name",
+    "is_retry_call",
+    "is_retry_decorator",
+    "load_module",
+    "walk_local",
+]
+
+FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
+
+#: Decorator attributes that register a step function (``@migrate.step(...)``).
+STEP_DECORATORS = frozenset({"step", "schema", "index", "backfill"})
+#: Registry calls that register a SQL step (``migrate.sql("id", "...")``).
+STEP_CALLS = frozenset({"sql", "index", "backfill"})
+#: Our retry helpers, by name.
+RETRY_HELPERS = frozenset(
+    {"execute_with_retry", "run_with_retry", "run_with_retry_stats"}
+)
+#: Decorators that retry the function they wrap (ours, tenacity, backoff).
+RETRY_DECORATORS = frozenset({"retry", "wrap", "on_exception", "retry_on"})
+#: Calls that open a connection or a transaction on one.
+CONNECT_CALLS = frozenset({"connect", "begin", "begin_nested", "raw_connection"})
+
+_DDL = re.compile(
+    r"^\s*(CREATE|ALTER|DROP|TRUNCATE|COMMENT\s+ON|GRANT|REVOKE)\s", re.IGNORECASE
+)
+
+
+@dataclass
+class ModuleCode:
+    """One parsed module and the parts of it that are migration code."""
+
+    path: str
+    tree: ast.Module
+    #: Step functions and the name of their handle parameter (None if absent).
+    step_functions: dict[FunctionNode, str | None] = field(default_factory=dict)
+    #: Functions that are migration code: step functions (and the functions
+    #: nested in them), and functions that call a retry helper or send DDL text.
+    migration_functions: list[FunctionNode] = field(default_factory=list)
+    #: Whether the module registers steps (its top level is migration code).
+    registers_steps: bool = False
+    #: Names bound to a Flask-SQLAlchemy object (``db = SQLAlchemy()``, ``db``).
+    db_names: set[str] = field(default_factory=lambda: {"db"})
+
+    def migration_scopes(self) -> list[ast.AST]:
+        """The nodes whose own code (not nested definitions) is migration code."""
+        scopes: list[ast.AST] = list(self.migration_functions)
+        if self.registers_steps:
+            scopes.insert(0, self.tree)
+        return scopes
+
+
+def load_module(path: str, source: str) -> ModuleCode:
+    """Parse *source* and find its step functions and migration code.
+
+    :raises SyntaxError: the source does not parse.
+    """
+    tree = ast.parse(source, filename=path)
+    module = ModuleCode(path=path, tree=tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and _is_sqlalchemy_call(node.value):
+            module.db_names.update(
+                target.id for target in node.targets if isinstance(target, ast.Name)
+            )
+        if isinstance(node, ast.Call) and _is_step_call(node):
+            module.registers_steps = True
+        if isinstance(node, FunctionNode) and _is_step_function(node):
+            module.registers_steps = True
+            args = node.args.posonlyargs + node.args.args
+            module.step_functions[node] = args[0].arg if args else None
+    registered = {
+        id(arg)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and _is_step_call(node)
+        for arg in node.args[1:]
+    }
+    seen: set[int] = set()
+    for fn in module.step_functions:
+        # A step function's nested helpers run as part of the step.
+        for inner in ast.walk(fn):
+            if isinstance(inner, FunctionNode) and id(inner) not in seen:
+                seen.add(id(inner))
+                module.migration_functions.append(inner)
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, FunctionNode)
+            and id(node) not in seen
+            and _is_migration_function(node, registered)
+        ):
+            seen.add(id(node))
+            module.migration_functions.append(node)
+    return module
+
+
+def walk_local(root: ast.AST) -> t.Iterator[ast.AST]:
+    """Yield the nodes of *root*'s own code, not descending into nested defs."""
+    stack = list(ast.iter_child_nodes(root))
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, FunctionNode | ast.ClassDef | ast.Lambda):
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def call_name(node: ast.AST) -> str:
+    """Return the called name of a call (``a.b.c(...)`` gives ``c``), or ``""``."""
+    func = node.func if isinstance(node, ast.Call) else node
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    if isinstance(func, ast.Name):
+        return func.id
+    return ""
+
+
+def dotted(node: ast.AST) -> str:
+    """Return ``a.b.c`` for a chain of attributes on a name, else ``""``."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return ""
+
+
+def is_retry_call(node: ast.AST) -> bool:
+    """Whether *node* calls a retry helper (ours, or ``<policy>.call(...)``)."""
+    if not isinstance(node, ast.Call):
+        return False
+    name = call_name(node)
+    if name in RETRY_HELPERS:
+        return True
+    receiver = dotted(node.func.value) if isinstance(node.func, ast.Attribute) else ""
+    return name == "call" and bool(re.search(r"polic|retr", receiver, re.IGNORECASE))
+
+
+def is_retry_decorator(node: ast.AST) -> bool:
+    """Whether a decorator retries its function (``@retry``, ``@policy.wrap``...)."""
+    target = node.func if isinstance(node, ast.Call) else node
+    return call_name(target) in RETRY_DECORATORS
+
+
+def is_connect_call(node: ast.AST | None) -> bool:
+    """Whether *node* opens a connection (``engine.connect()``, ``begin()``...)."""
+    return isinstance(node, ast.Call) and call_name(node) in CONNECT_CALLS
+
+
+def _is_sqlalchemy_call(node: ast.AST) -> bool:
+    return isinstance(node, ast.Call) and call_name(node) == "SQLAlchemy"
+
+
+def _is_step_call(node: ast.Call) -> bool:
+    return (
+        isinstance(node.func, ast.Attribute)
+        and node.func.attr in STEP_CALLS
+        and bool(node.args)
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    )
+
+
+def _is_step_function(node: FunctionNode) -> bool:
+    return any(
+        isinstance(d, ast.Call)
+        and isinstance(d.func, ast.Attribute)
+        and d.func.attr in STEP_DECORATORS
+        for d in node.decorator_list
+    )
+
+
+def _is_migration_function(node: FunctionNode, registered: set[int]) -> bool:
+    """Whether *node*'s own code calls a retry helper or holds DDL it sends.
+
+    DDL text given to ``migrate.sql(...)`` only registers a step: it does not count.
+    """
+    for inner in walk_local(node):
+        if is_retry_call(inner):
+            return True
+        if (
+            id(inner) not in registered
+            and isinstance(inner, ast.Constant)
+            and isinstance(inner.value, str)
+            and is_ddl_text(inner.value)
+        ):
+            return True
+    return False
+
+
+def is_ddl_text(text: str) -> bool:
+    """Whether *text* is SQL that changes the schema (parsed, not guessed)."""
+    if not _DDL.match(text):
+        return False
+    try:
+        statements = split_statements(text)
+    except SqlSyntaxError:
+        return False
+    return any(
+        s.kind in {StatementKind.DDL, StatementKind.INDEX_BUILD} for s in statements
+    )

@@ -1,0 +1,591 @@
+"""Lint steps: our rules on each statement, squawk's on the SQL, then suppressions."""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import typing as t
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
+
+from ..steps import Phase
+from ..steps import Step
+from . import _ast
+from .collect import CollectedStep
+from .collect import Piece
+from .collect import collect_step
+from .collect import display_path
+from .context import StepContext
+from .context import statement_contexts
+from .findings import Finding
+from .findings import LintReport
+from .findings import Severity
+from .findings import Source
+from .parse import Statement
+from .rules import RULES
+from .rules import Rule
+from .rules import Scope
+from .rules import rules_of
+from .squawk import EXCLUDED_RULES
+from .squawk import KNOWN_RULES
+from .squawk import STYLE_RULES
+from .squawk import SquawkError
+from .squawk import SquawkViolation
+from .squawk import find_squawk
+from .squawk import run_squawk
+from .squawk import severity_of
+from .squawk import squawk_version
+from .suppress import Suppression
+from .suppress import python_suppressions
+from .suppress import sql_suppressions
+
+__all__ = ["lint_sql", "lint_steps", "run_time_findings"]
+
+logger = logging.getLogger(__name__)
+
+_STATEMENT_WIDTH = 200
+
+
+@dataclass
+class _Raw:
+    """A finding before suppressions, with where it points."""
+
+    finding: Finding
+    collected: CollectedStep
+    piece: Piece | None = None
+    stmt: Statement | None = None
+
+
+@dataclass
+class _Suppressions:
+    """The suppressions that may apply to one piece of SQL."""
+
+    sql: list[Suppression] = field(default_factory=list)
+    python: list[Suppression] = field(default_factory=list)
+
+
+def lint_steps(
+    steps: t.Sequence[Step],
+    *,
+    disabled: t.Iterable[str] = (),
+    squawk: bool = True,
+    record_functions: bool = True,
+    parsed: t.Mapping[str, list[Statement]] | None = None,
+) -> LintReport:
+    """Lint the SQL of *steps* and return the report.
+
+    :param disabled: rule ids (ours or squawk's) to skip.
+    :param squawk: also run squawk's DDL-safety rules, when squawk is installed.
+    :param record_functions: record what function steps send (by running them on
+        a recording handle); when False, only SQL steps are linted.
+    :param parsed: statements already split, by step id, to avoid parsing again.
+    """
+    off = frozenset(disabled)
+    report = LintReport()
+    collected = []
+    for step in steps:
+        if step.sql is None and not record_functions:
+            continue
+        if step.sql is not None and parsed is not None and step.id in parsed:
+            piece = Piece(sql=step.sql, location=step.location)
+            piece.statements = list(parsed[step.id])
+            collected.append(CollectedStep(step=step, pieces=[piece]))
+        else:
+            collected.append(collect_step(step))
+    report.steps_checked = len(collected)
+    raws: list[_Raw] = []
+    for item in collected:
+        raws += _our_findings(item, off)
+    if squawk:
+        binary = find_squawk()
+        if binary is None:
+            report.squawk_note = (
+                "squawk is not installed (pip install 'flask-safe-migrate[lint]'); "
+                "ran our rules only"
+            )
+        else:
+            try:
+                violations = run_squawk(
+                    binary,
+                    _squawk_files(collected),
+                    exclude=[*EXCLUDED_RULES, *(r for r in off if r in KNOWN_RULES)],
+                )
+            except SquawkError as exc:
+                report.squawk_note = f"{exc}; ran our rules only"
+            else:
+                report.squawk_ran = True
+                report.squawk_version = squawk_version(binary)
+                raws += _squawk_findings(collected, violations, raws, off)
+    kept = [r for r in raws if r.finding.rule not in off]
+    active, suppressed = _apply_suppressions(collected, kept, off, report.squawk_ran)
+    report.findings = active
+    report.suppressed = suppressed
+    return report
+
+
+def lint_sql(
+    sql: str,
+    *,
+    phase: Phase | str = Phase.SCHEMA,
+    category: str | None = None,
+    disabled: t.Iterable[str] = (),
+    squawk: bool = False,
+) -> list[Finding]:
+    """Lint one SQL text as if it were a step of *phase* declaring *category*.
+
+    :returns: the active findings (suppressed ones left out).
+    """
+    step = Step(
+        id="sql",
+        phase=Phase.parse(phase),
+        checksum="",
+        location="<sql>",
+        sql=sql,
+        category=category,
+    )
+    return lint_steps([step], disabled=disabled, squawk=squawk).findings
+
+
+def run_time_findings(
+    steps: t.Sequence[Step],
+    *,
+    disabled: t.Iterable[str] = (),
+    parsed: t.Mapping[str, list[Statement]] | None = None,
+) -> list[Finding]:
+    """Return the error findings that block ``run``: our rules, SQL steps only.
+
+    No subprocess and no function step is run: this is on the boot path.
+    """
+    report = lint_steps(
+        steps,
+        disabled=disabled,
+        squawk=False,
+        record_functions=False,
+        parsed=parsed,
+    )
+    return report.errors
+
+
+# -- our rules -----------------------------------------------------------------------
+
+
+def _our_findings(item: CollectedStep, off: frozenset[str]) -> list[_Raw]:
+    raws: list[_Raw] = []
+    step = item.step
+    if item.record_error is not None:
+        raws.append(
+            _raw(
+                RULES["step-not-recordable"],
+                item,
+                None,
+                None,
+                f"recording the step's function stopped: {item.record_error}",
+            )
+        )
+    for piece in item.pieces:
+        error = piece.syntax_error
+        if error is not None:
+            raw = _raw(RULES["sql-syntax-error"], item, piece, None, error.message)
+            raw.finding = _with(raw.finding, line=error.line, statement=error.statement)
+            raws.append(raw)
+    pairs = [(piece, stmt) for piece in item.pieces for stmt in piece.statements]
+    contexts = statement_contexts(step, [stmt for _, stmt in pairs])
+    statement_rules = rules_of(Scope.STATEMENT, off)
+    for (piece, stmt), ctx in zip(pairs, contexts, strict=True):
+        for rule in statement_rules:
+            assert rule.check is not None
+            for message in rule.check(ctx):
+                raws.append(_raw(rule, item, piece, stmt, message))
+    step_ctx = StepContext(
+        step=step,
+        statements=tuple(stmt for _, stmt in pairs),
+        complete=item.complete,
+    )
+    owner = {id(stmt): piece for piece, stmt in pairs}
+    for rule in rules_of(Scope.STEP, off):
+        assert rule.check is not None
+        for found, message in rule.check(step_ctx):
+            owned = owner.get(id(found)) if found is not None else None
+            raws.append(_raw(rule, item, owned, found, message))
+    return raws
+
+
+def _raw(
+    rule: Rule,
+    item: CollectedStep,
+    piece: Piece | None,
+    stmt: Statement | None,
+    message: str,
+    *,
+    severity: Severity | None = None,
+    hint: str | None = None,
+    source: Source = Source.RULES,
+    line: int | None = None,
+) -> _Raw:
+    finding = Finding(
+        rule=rule.id,
+        severity=severity or rule.severity,
+        message=message,
+        hint=hint if hint is not None else rule.hint,
+        source=source,
+        step_id=item.step.id,
+        phase=item.step.phase.value,
+        location=piece.location if piece is not None else item.step.location,
+        line=line if line is not None else (stmt.line if stmt is not None else None),
+        statement=_shorten(stmt.sql) if stmt is not None else None,
+    )
+    return _Raw(finding=finding, collected=item, piece=piece, stmt=stmt)
+
+
+def _with(finding: Finding, **changes: t.Any) -> Finding:
+    return replace(finding, **changes)
+
+
+def _shorten(sql: str | None) -> str | None:
+    if sql is None:
+        return None
+    text = " ".join(sql.split())
+    if len(text) <= _STATEMENT_WIDTH:
+        return text
+    return text[: _STATEMENT_WIDTH - 3] + "..."
+
+
+# -- squawk --------------------------------------------------------------------------
+
+
+def _squawk_files(collected: list[CollectedStep]) -> dict[str, str]:
+    files = {}
+    for ci, item in enumerate(collected):
+        for pi, piece in enumerate(item.pieces):
+            if piece.syntax_error is None and piece.statements:
+                files[f"{ci:04d}_{pi:03d}"] = piece.sql
+    return files
+
+
+_SQUAWK_RULE = Rule(
+    id="squawk",
+    severity=Severity.WARNING,
+    summary="",
+    hint="",
+    scope=Scope.ENGINE,
+)
+
+
+def _squawk_findings(
+    collected: list[CollectedStep],
+    violations: list[SquawkViolation],
+    ours: list[_Raw],
+    off: frozenset[str],
+) -> list[_Raw]:
+    volatile = {
+        id(r.stmt) for r in ours if r.finding.rule == "volatile-default-rewrite"
+    }
+    not_null_before, not_null_checks = _validated_not_null(collected)
+    contexts = {
+        id(ctx.stmt): ctx
+        for item in collected
+        for ctx in statement_contexts(item.step, item.statements)
+    }
+    raws: list[_Raw] = []
+    seen: set[tuple[str, int]] = set()
+    for violation in violations:
+        if violation.rule in EXCLUDED_RULES or violation.rule in off:
+            continue
+        if violation.rule == "syntax-error":
+            continue  # PostgreSQL's own parser accepted the SQL: it is the judge
+        try:
+            ci, pi = (int(part) for part in violation.file.split("_"))
+            item, piece = collected[ci], collected[ci].pieces[pi]
+        except (ValueError, IndexError):
+            logger.debug("squawk finding in an unknown file: %s", violation)
+            continue
+        offset = _offset(piece.sql, violation.line, violation.column)
+        stmt = _statement_at(piece.statements, offset)
+        if stmt is None:
+            continue
+        ctx = contexts.get(id(stmt))
+        if (
+            violation.rule not in STYLE_RULES
+            and ctx is not None
+            and ctx.targets_new_table
+        ):
+            continue  # a table created earlier in the step has no readers yet
+        if violation.rule == "adding-field-with-default" and id(stmt) in volatile:
+            continue  # reported by volatile-default-rewrite
+        if violation.rule == "constraint-missing-not-valid" and _cannot_be_not_valid(
+            stmt, offset
+        ):
+            continue  # NOT VALID exists only for CHECK and FOREIGN KEY constraints
+        if violation.rule == "adding-not-nullable-field" and _set_not_null_proven(
+            stmt, not_null_before.get(id(stmt), frozenset())
+        ):
+            continue  # a validated CHECK (col IS NOT NULL) lets it skip the scan
+        if violation.rule == "ban-drop-constraint" and _drops_only(
+            stmt, not_null_checks
+        ):
+            continue  # the helper CHECK of the SET NOT NULL recipe: now redundant
+        key = (violation.rule, id(stmt))
+        if key in seen:
+            continue
+        seen.add(key)
+        raws.append(
+            _raw(
+                _SQUAWK_RULE,
+                item,
+                piece,
+                stmt,
+                violation.message,
+                severity=severity_of(violation.rule),
+                hint=violation.help
+                or f"see https://squawkhq.com/docs/{violation.rule}",
+                source=Source.SQUAWK,
+                line=violation.line,
+            )
+        )
+        raws[-1].finding = _with(raws[-1].finding, rule=violation.rule)
+    return raws
+
+
+def _offset(sql: str, line: int, column: int) -> int:
+    starts = [0]
+    starts += [i + 1 for i, char in enumerate(sql) if char == "\n"]
+    index = min(max(line, 1), len(starts)) - 1
+    return starts[index] + max(column, 0)
+
+
+def _statement_at(statements: list[Statement], offset: int) -> Statement | None:
+    if not statements:
+        return None
+    starts = [s.start for s in statements]
+    index = bisect.bisect_right(starts, offset) - 1
+    return statements[max(index, 0)]
+
+
+def _cannot_be_not_valid(stmt: Statement, offset: int) -> bool:
+    """Whether the constraint squawk points at is UNIQUE, PRIMARY KEY or EXCLUDE."""
+    added = [
+        cmd.def_
+        for cmd in getattr(stmt.node, "cmds", None) or ()
+        if _ast.enum_name(cmd.subtype) == "AT_AddConstraint"
+        and _ast.node_type(cmd.def_) == "Constraint"
+    ]
+    if not added:
+        return False
+    after = [c for c in added if (getattr(c, "location", -1) or -1) >= offset]
+    flagged = [min(after, key=lambda c: c.location)] if after else added
+    return all(
+        _ast.enum_name(c.contype)
+        in {"CONSTR_UNIQUE", "CONSTR_PRIMARY", "CONSTR_EXCLUSION"}
+        for c in flagged
+    )
+
+
+def _not_null_check(constraint: t.Any) -> str | None:
+    """The column of a ``CHECK (col IS NOT NULL)`` constraint, else None."""
+    if _ast.enum_name(getattr(constraint, "contype", None)) != "CONSTR_CHECK":
+        return None
+    expr = constraint.raw_expr
+    if (
+        _ast.node_type(expr) == "NullTest"
+        and _ast.enum_name(expr.nulltesttype) == "IS_NOT_NULL"
+        and _ast.node_type(expr.arg) == "ColumnRef"
+    ):
+        return str(getattr(expr.arg.fields[-1], "sval", "")) or None
+    return None
+
+
+def _validated_not_null(
+    collected: list[CollectedStep],
+) -> tuple[dict[int, frozenset[tuple[str, str]]], set[tuple[str, str]]]:
+    """For each statement, the (table, column) proven NOT NULL by earlier ones.
+
+    A ``CHECK (col IS NOT NULL)`` counts once validated: added without NOT VALID,
+    or by a later ``VALIDATE CONSTRAINT``, in this step or an earlier one. Also
+    returns the (table, constraint name) of every such check.
+    """
+    names: set[tuple[str, str]] = set()
+    proven: set[tuple[str, str]] = set()
+    pending: dict[tuple[str, str], str] = {}
+    before: dict[int, frozenset[tuple[str, str]]] = {}
+    for item in collected:
+        for stmt in item.statements:
+            before[id(stmt)] = frozenset(proven)
+            node = stmt.node
+            if _ast.node_type(node) != "AlterTableStmt":
+                continue
+            table = _ast.relation_name(node.relation)
+            for cmd in node.cmds or ():
+                subtype = _ast.enum_name(cmd.subtype)
+                if subtype == "AT_AddConstraint":
+                    column = _not_null_check(cmd.def_)
+                    if column is None:
+                        continue
+                    names.add((table, cmd.def_.conname or ""))
+                    if cmd.def_.skip_validation:
+                        pending[(table, cmd.def_.conname or "")] = column
+                    else:
+                        proven.add((table, column))
+                elif subtype == "AT_ValidateConstraint":
+                    column = pending.get((table, cmd.name or ""))
+                    if column is not None:
+                        proven.add((table, column))
+    return before, names
+
+
+def _drops_only(stmt: Statement, constraints: set[tuple[str, str]]) -> bool:
+    """Whether *stmt* drops only constraints among *constraints*."""
+    node = stmt.node
+    if _ast.node_type(node) != "AlterTableStmt":
+        return False
+    table = _ast.relation_name(node.relation)
+    dropped = [
+        cmd.name
+        for cmd in node.cmds or ()
+        if _ast.enum_name(cmd.subtype) == "AT_DropConstraint"
+    ]
+    return bool(dropped) and all((table, name) in constraints for name in dropped)
+
+
+def _set_not_null_proven(stmt: Statement, proven: frozenset[tuple[str, str]]) -> bool:
+    node = stmt.node
+    if _ast.node_type(node) != "AlterTableStmt":
+        return False
+    table = _ast.relation_name(node.relation)
+    columns = [
+        cmd.name
+        for cmd in node.cmds or ()
+        if _ast.enum_name(cmd.subtype) == "AT_SetNotNull"
+    ]
+    return bool(columns) and all((table, c) in proven for c in columns)
+
+
+# -- suppressions --------------------------------------------------------------------
+
+
+def _apply_suppressions(
+    collected: list[CollectedStep],
+    raws: list[_Raw],
+    off: frozenset[str],
+    squawk_ran: bool,
+) -> tuple[list[Finding], list[Finding]]:
+    known = set(RULES) | KNOWN_RULES
+    python_cache: dict[str, list[Suppression]] = {}
+    by_piece: dict[int, _Suppressions] = {}
+    extra: list[Finding] = []
+    for item in collected:
+        for piece in item.pieces:
+            found = _Suppressions(sql=sql_suppressions(piece.sql))
+            if piece.python_file is not None and piece.python_line is not None:
+                found.python = [
+                    s
+                    for s in _python_suppressions(piece.python_file, python_cache)
+                    if piece.python_line - 1 <= s.line <= piece.python_line
+                ]
+            by_piece[id(piece)] = found
+            for supp in found.sql:
+                problem = _invalid(supp, known)
+                if problem:
+                    extra.append(_suppression_finding(item, piece, supp, problem))
+    used: set[int] = set()
+    active: list[Finding] = []
+    suppressed: list[Finding] = []
+    for raw in raws:
+        match = _matching(raw, by_piece)
+        if match is None:
+            active.append(raw.finding)
+        else:
+            used.add(id(match))
+            suppressed.append(raw.finding.suppressed(match.reason))
+    for item in collected:
+        for piece in item.pieces:
+            found = by_piece[id(piece)]
+            for supp in found.sql + found.python:
+                if id(supp) in used or _invalid(supp, known):
+                    continue
+                if any(r in off for r in supp.rules):
+                    continue
+                if not squawk_ran and not all(r in RULES for r in supp.rules):
+                    continue  # squawk's rules did not run: cannot tell
+                extra.append(
+                    _suppression_finding(
+                        item,
+                        piece,
+                        supp,
+                        f"nothing to suppress for {', '.join(supp.rules)} here",
+                        rule=RULES["unused-suppression"],
+                        python=supp in found.python,
+                    )
+                )
+    return [*active, *(f for f in extra if f.rule not in off)], suppressed
+
+
+def _python_suppressions(
+    path: str, cache: dict[str, list[Suppression]]
+) -> list[Suppression]:
+    if path not in cache:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                cache[path] = python_suppressions(handle.read())
+        except OSError:
+            cache[path] = []
+    return cache[path]
+
+
+def _invalid(supp: Suppression, known: set[str]) -> str | None:
+    if not supp.rules:
+        return "the suppression names no rule"
+    unknown = [r for r in supp.rules if r not in known]
+    if unknown:
+        return f"unknown rule {', '.join(unknown)}"
+    if not supp.reason:
+        return f"the suppression of {', '.join(supp.rules)} gives no reason"
+    return None
+
+
+def _matching(raw: _Raw, by_piece: dict[int, _Suppressions]) -> Suppression | None:
+    rule = raw.finding.rule
+    pieces = [raw.piece] if raw.piece is not None else raw.collected.pieces
+    for piece in pieces:
+        found = by_piece.get(id(piece))
+        if found is None:
+            continue
+        for supp in found.sql:
+            if rule not in supp.rules or not supp.reason:
+                continue
+            if raw.stmt is None:
+                if raw.piece is None or raw.finding.line is None:
+                    return supp  # a step-level finding: anywhere in the step
+                if supp.covers(raw.finding.line, raw.finding.line):
+                    return supp
+            elif supp.covers(raw.stmt.line, raw.stmt.end_line):
+                return supp
+        for supp in found.python:
+            if rule in supp.rules and supp.reason:
+                return supp
+    return None
+
+
+def _suppression_finding(
+    item: CollectedStep,
+    piece: Piece,
+    supp: Suppression,
+    message: str,
+    *,
+    rule: Rule | None = None,
+    python: bool = False,
+) -> Finding:
+    rule = rule or RULES["invalid-suppression"]
+    location = piece.location
+    if python and piece.python_file is not None:
+        location = f"{display_path(piece.python_file)}:{supp.line}"
+    return Finding(
+        rule=rule.id,
+        severity=rule.severity,
+        message=message,
+        hint=rule.hint,
+        step_id=item.step.id,
+        phase=item.step.phase.value,
+        location=location,
+        line=None if python else supp.line,
+    )
