@@ -386,3 +386,24 @@ def test_missing_table_fails_naming_the_step(
 
     with pytest.raises(StepFailedError, match=r"0001_items_v .*items does not exist"):
         runner_for(settings_for(proxy_url), registry(), engines).run([Phase.BACKFILL])
+
+
+def test_each_batch_costs_one_round_trip(
+    database: TestDatabase, proxy: FaultProxy, proxy_url: str, engines: list[sa.Engine]
+) -> None:
+    """Counted at the proxy: a run reads the ledger (1), starts the step (1), then
+    sends one message per batch, the last of which finds nothing left."""
+    rows = 30_000
+    make_items(database, rows)
+    runner = runner_for(
+        settings_for(proxy_url, backfill_batch_size=500), registry(), engines
+    )
+    runner.ensure_ledger()  # also pays the engine's first-connect queries
+    proxy.reset_counters()
+    report = runner.run([Phase.BACKFILL])
+    assert [o.status for o in report.outcomes] == ["applied"]
+    _, progress = ledger_row(database)
+    assert progress["batches"] >= 5
+    assert proxy.round_trips == 2 + progress["batches"]
+    assert proxy.connections_opened == 0
+    assert_each_row_updated_once(database, rows)
