@@ -221,7 +221,16 @@ class RecordingHandle:
 
 
 def record_step(step: Step) -> list[str]:
-    """Return the SQL statements of ``step``: its SQL, or what its function sends."""
+    """Return the SQL statements of ``step``: its SQL, or what its function sends.
+
+    An index step with ``dedup_keep`` shows its de-duplication batch first.
+    """
+    if step.sql is not None and step.options.get("dedup_keep"):
+        from .phases.index import IndexTarget
+        from .phases.index import dedup_sql
+
+        target = IndexTarget.from_options(step.options, step.sql)
+        return [dedup_sql(target, 1000) + "  -- repeated until none", step.sql]
     if step.sql is not None:
         return [step.sql.strip()]
     assert step.fn is not None

@@ -210,3 +210,22 @@ def test_progress_printer_draws_a_bar_on_a_terminal_and_lines_otherwise(
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("0004_fill: 250,000 rows (25%)")
+
+
+def test_plan_of_a_dedup_index_shows_the_delete_batches_first() -> None:
+    step = StepRegistry().index(
+        "i",
+        table="m",
+        columns=["p", "lower(e)"],
+        unique=True,
+        where="p <> ''",
+        dedup_keep="max(id)",
+    )
+    delete, build = record_step(step)
+    assert build == step.sql
+    assert delete == (
+        'DELETE FROM "m" WHERE "id" IN (SELECT w.k FROM (SELECT "id" AS k, '
+        'max("id") OVER (PARTITION BY "p", (lower(e))) AS keep FROM "m" WHERE '
+        '"p" IS NOT NULL AND (lower(e)) IS NOT NULL AND (p <> \'\')) AS w '
+        "WHERE w.k <> w.keep LIMIT 1000) RETURNING 1  -- repeated until none"
+    )

@@ -62,7 +62,7 @@ from ..transaction import send_idempotent
 from ..transaction import settings_policy
 from . import StepOutcome
 
-__all__ = ["IndexPhase", "IndexTarget", "migrator_id"]
+__all__ = ["IndexPhase", "IndexTarget", "dedup_sql", "migrator_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -650,18 +650,8 @@ class IndexPhase:
         """Delete duplicates of the unique index's key in batches; return how many."""
         assert target.dedup_keep is not None
         fn, keep = target.dedup_keep
-        keep_col = quote_ident(keep)
-        partition = ", ".join(target.elements)
-        not_null = " AND ".join(f"{e} IS NOT NULL" for e in target.elements)
-        where = f" AND ({target.where})" if target.where else ""
         batch = max(1, self.settings.backfill_batch_size)
-        sql = (
-            f"DELETE FROM {target.qualified_table} WHERE {keep_col} IN ("
-            f"SELECT w.k FROM (SELECT {keep_col} AS k, {fn}({keep_col}) OVER "
-            f"(PARTITION BY {partition}) AS keep FROM {target.qualified_table} "
-            f"WHERE {not_null}{where}) AS w WHERE w.k <> w.keep LIMIT {batch}) "
-            "RETURNING 1"
-        )
+        sql = dedup_sql(target, batch)
         total = 0
         while True:
             try:
@@ -687,6 +677,29 @@ class IndexPhase:
                 keep,
             )
         return total
+
+
+def dedup_sql(target: IndexTarget, batch: int) -> str:
+    """One batch of de-duplication: delete up to ``batch`` rows that share the
+    index's key with a row that is kept (``min``/``max`` of the keep column).
+
+    NULL keys are never duplicates (a unique index does not compare them) and the
+    index's ``where`` is respected, so exactly the rows that would fail the build
+    are deleted.
+    """
+    assert target.dedup_keep is not None
+    fn, keep = target.dedup_keep
+    keep_col = quote_ident(keep)
+    partition = ", ".join(target.elements)
+    not_null = " AND ".join(f"{e} IS NOT NULL" for e in target.elements)
+    where = f" AND ({target.where})" if target.where else ""
+    return (
+        f"DELETE FROM {target.qualified_table} WHERE {keep_col} IN ("
+        f"SELECT w.k FROM (SELECT {keep_col} AS k, {fn}({keep_col}) OVER "
+        f"(PARTITION BY {partition}) AS keep FROM {target.qualified_table} "
+        f"WHERE {not_null}{where}) AS w WHERE w.k <> w.keep LIMIT {batch}) "
+        "RETURNING 1"
+    )
 
 
 def _build_hint(sqlstate: str | None, target: IndexTarget, state: _IndexState) -> str:
