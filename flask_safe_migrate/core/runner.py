@@ -30,7 +30,6 @@ from .steps import Phase
 from .steps import Step
 from .steps import StepRegistry
 from .transaction import send_idempotent
-from .transaction import settings_policy
 
 __all__ = ["RunReport", "Runner", "StepStatus"]
 
@@ -115,13 +114,7 @@ class Runner:
 
     def policy(self) -> RetryPolicy:
         """The disconnect retry policy built from the settings."""
-        return settings_policy(
-            self.settings,
-            before_sleep=self._before_sleep,
-            sleep=self._sleep,
-            clock=self._clock,
-            rng=self._rng,
-        )
+        return self.schema.policy()
 
     def read_ledger(self) -> dict[str, LedgerRow] | None:
         """Read every ledger row in one query; None when the ledger does not exist."""

@@ -36,11 +36,13 @@ from .settings import MigrateSettings
 
 __all__ = [
     "CommitInProgressError",
+    "close_after_error",
     "execute_with_retry",
     "open_autocommit",
     "release",
     "run_with_retry",
     "run_with_retry_stats",
+    "send",
     "send_idempotent",
     "settings_policy",
 ]
@@ -260,32 +262,42 @@ def _discard(conn: sa.Connection, engine: sa.Engine) -> None:
     engine.dispose()
 
 
+def close_after_error(conn: sa.Connection, engine: sa.Engine, exc: Exception) -> None:
+    """Put ``conn`` away after ``exc``: discarded (and the engine disposed) when the
+    connection dropped, else rolled back and returned to the pool."""
+    if classify_error(exc) in {ErrorKind.DISCONNECT, ErrorKind.CONNECT_FAILED}:
+        _discard(conn, engine)
+    else:
+        release(conn)
+
+
+def send(engine: sa.Engine, sql: str) -> list[tuple[t.Any, ...]]:
+    """Send ``sql`` as one message on an autocommit connection, once.
+
+    Several statements in the message run as one implicit transaction; the rows of
+    the last one are returned. A dropped connection is discarded, not retried.
+    """
+    conn = open_autocommit_or_dispose(engine)
+    try:
+        result = conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)
+        rows = [tuple(r) for r in result.fetchall()] if result.returns_rows else []
+    except Exception as exc:
+        close_after_error(conn, engine, exc)
+        raise
+    release(conn)
+    return rows
+
+
 def send_idempotent(
     engine: sa.Engine, sql: str, policy: RetryPolicy
 ) -> list[tuple[t.Any, ...]]:
-    """Send ``sql`` as one message on an autocommit connection, retried whole.
+    """:func:`send`, retried whole by ``policy``.
 
     Only for messages that are safe to run twice: reads, and writes guarded so a
     second run changes nothing (a lost reply is not resolved, the message is sent
-    again). Several statements in the message run as one implicit transaction;
-    the rows of the last one are returned.
+    again).
     """
-
-    def attempt() -> list[tuple[t.Any, ...]]:
-        conn = open_autocommit_or_dispose(engine)
-        try:
-            result = conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)
-            rows = [tuple(r) for r in result.fetchall()] if result.returns_rows else []
-        except Exception as exc:
-            if classify_error(exc) in {ErrorKind.DISCONNECT, ErrorKind.CONNECT_FAILED}:
-                _discard(conn, engine)
-            else:
-                release(conn)
-            raise
-        release(conn)
-        return rows
-
-    rows, _ = policy.call(attempt)
+    rows, _ = policy.call(send, engine, sql)
     return rows
 
 

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import random
+import time
+import typing as t
 from dataclasses import dataclass
 
-__all__ = ["StepOutcome"]
+import sqlalchemy as sa
+
+from ..ledger import Ledger
+from ..retry import RetryPolicy
+from ..retry import RetryState
+from ..retry import log_before_sleep
+from ..settings import MigrateSettings
+from ..transaction import settings_policy
+
+__all__ = ["PhaseRunner", "StepOutcome"]
 
 
 @dataclass(frozen=True)
@@ -22,3 +35,49 @@ class StepOutcome:
     attempts: int = 1
     duration_seconds: float = 0.0
     detail: str = ""
+
+
+class PhaseRunner:
+    """What the phase runners share: settings, engine, ledger, injectable time."""
+
+    def __init__(
+        self,
+        settings: MigrateSettings,
+        engine: sa.Engine,
+        ledger: Ledger,
+        *,
+        sleep: t.Callable[[float], None] = time.sleep,
+        clock: t.Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        before_sleep: t.Callable[[RetryState], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.ledger = ledger
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng
+        self._before_sleep = before_sleep or log_before_sleep(
+            logging.getLogger(type(self).__module__)
+        )
+
+    def policy(
+        self, retry: t.Callable[[BaseException], bool] | None = None
+    ) -> RetryPolicy:
+        """The disconnect retry policy from the settings (``retry``: what to retry)."""
+        return settings_policy(
+            self.settings,
+            retry=retry,
+            before_sleep=self._before_sleep,
+            sleep=self._sleep,
+            clock=self._clock,
+            rng=self._rng,
+        )
+
+    def backoff(self, failures: int) -> float:
+        """Exponential backoff with full jitter after ``failures`` failures in a row."""
+        cap = min(
+            self.settings.retry_backoff_max_seconds,
+            self.settings.retry_backoff_seconds * 2 ** (failures - 1),
+        )
+        return (self._rng or random).uniform(0, cap)

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
-import time
 import typing as t
 from dataclasses import dataclass
 
@@ -47,17 +45,15 @@ from ..ledger import Ledger
 from ..ledger import duration_literal
 from ..ledger import literal
 from ..ledger import quote_ident
-from ..retry import RetryPolicy
-from ..retry import RetryState
-from ..retry import log_before_sleep
 from ..settings import MigrateSettings
 from ..steps import Step
 from ..steps import quote_name
-from ..transaction import _discard
+from ..transaction import close_after_error
 from ..transaction import open_autocommit_or_dispose
 from ..transaction import release
+from ..transaction import send
 from ..transaction import send_idempotent
-from ..transaction import settings_policy
+from . import PhaseRunner
 from . import StepOutcome
 
 __all__ = ["BackfillPhase", "BackfillProgress", "next_batch_size"]
@@ -200,7 +196,7 @@ class _Run:
     last_log: float = 0.0
 
 
-class BackfillPhase:
+class BackfillPhase(PhaseRunner):
     """Apply backfill steps batch by batch, resumable, each batch exactly once."""
 
     def __init__(
@@ -210,29 +206,10 @@ class BackfillPhase:
         ledger: Ledger,
         *,
         on_progress: t.Callable[[BackfillProgress], None] | None = None,
-        sleep: t.Callable[[float], None] = time.sleep,
-        clock: t.Callable[[], float] = time.monotonic,
-        rng: random.Random | None = None,
-        before_sleep: t.Callable[[RetryState], None] | None = None,
+        **timing: t.Any,
     ) -> None:
-        self.settings = settings
-        self.engine = engine
-        self.ledger = ledger
+        super().__init__(settings, engine, ledger, **timing)
         self.on_progress = on_progress
-        self._sleep = sleep
-        self._clock = clock
-        self._rng = rng or random.Random()
-        self._before_sleep = before_sleep or log_before_sleep(logger)
-
-    def policy(self) -> RetryPolicy:
-        """The disconnect retry policy for the phase's short queries."""
-        return settings_policy(
-            self.settings,
-            before_sleep=self._before_sleep,
-            sleep=self._sleep,
-            clock=self._clock,
-            rng=self._rng,
-        )
 
     @property
     def batch_timeout_seconds(self) -> float:
@@ -320,7 +297,7 @@ class BackfillPhase:
                         raise self._failed(
                             step, exc, f"{failures} attempts in a row failed"
                         ) from exc
-                    pause = self._backoff(failures)
+                    pause = self.backoff(failures)
                     logger.warning(
                         "step %s: batch interrupted (%s); resuming from the "
                         "checkpoint in %.2fs",
@@ -363,13 +340,6 @@ class BackfillPhase:
             step_id=step.id,
             phase="backfill",
         )
-
-    def _backoff(self, failures: int) -> float:
-        cap = min(
-            self.settings.retry_backoff_max_seconds,
-            self.settings.retry_backoff_seconds * 2 ** (failures - 1),
-        )
-        return self._rng.uniform(0, cap)
 
     # -- ledger row ------------------------------------------------------------------
 
@@ -557,25 +527,11 @@ class BackfillPhase:
             f"FROM bound WHERE l.step_id = {literal(step.id)} RETURNING l.state, "
             "l.progress"
         )
-        rows = self._send_batch(message)
+        rows = send(self.engine, message)
         if not rows:
             raise _StaleCheckpointError()
         state, progress = rows[0]
         self._advance(run, state, dict(progress))
-
-    def _send_batch(self, message: str) -> list[tuple[t.Any, ...]]:
-        conn = open_autocommit_or_dispose(self.engine)
-        try:
-            result = conn.exec_driver_sql(message, execution_options=_NO_PARAMS)
-            rows = [tuple(r) for r in result.fetchall()]
-        except Exception as exc:
-            if classify_error(exc) in (ErrorKind.DISCONNECT, ErrorKind.CONNECT_FAILED):
-                _discard(conn, self.engine)
-            else:
-                release(conn)
-            raise
-        release(conn)
-        return rows
 
     def _advance(self, run: _Run, state: str, progress: dict[str, t.Any]) -> None:
         run.progress = progress
@@ -622,10 +578,7 @@ class BackfillPhase:
                     execution_options=_NO_PARAMS,
                 )
         except Exception as exc:
-            if classify_error(exc) in (ErrorKind.DISCONNECT, ErrorKind.CONNECT_FAILED):
-                _discard(conn, self.engine)
-            else:
-                release(conn)
+            close_after_error(conn, self.engine, exc)
             raise
         release(conn)
         run.progress = {**progress, "state": state}

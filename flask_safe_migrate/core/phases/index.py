@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
 import threading
-import time
 import typing as t
 import uuid
 from dataclasses import dataclass
@@ -48,18 +46,14 @@ from ..ledger import quote_ident
 from ..lint.parse import SqlSyntaxError
 from ..lint.parse import StatementKind
 from ..lint.parse import split_statements
-from ..retry import RetryPolicy
-from ..retry import RetryState
-from ..retry import log_before_sleep
 from ..settings import MigrateSettings
 from ..steps import Step
 from ..steps import quote_name
-from ..transaction import _discard
 from ..transaction import open_autocommit
-from ..transaction import open_autocommit_or_dispose
 from ..transaction import release
+from ..transaction import send
 from ..transaction import send_idempotent
-from ..transaction import settings_policy
+from . import PhaseRunner
 from . import StepOutcome
 
 __all__ = ["IndexPhase", "IndexTarget", "dedup_sql", "migrator_id"]
@@ -282,7 +276,7 @@ def _custom_target(where: str, step: Step, sql: str) -> IndexTarget | None:
     )
 
 
-class IndexPhase:
+class IndexPhase(PhaseRunner):
     """Apply index steps: one concurrent build each, claimed by a lease."""
 
     def __init__(
@@ -292,29 +286,10 @@ class IndexPhase:
         ledger: Ledger,
         *,
         owner: str | None = None,
-        sleep: t.Callable[[float], None] = time.sleep,
-        clock: t.Callable[[], float] = time.monotonic,
-        rng: random.Random | None = None,
-        before_sleep: t.Callable[[RetryState], None] | None = None,
+        **timing: t.Any,
     ) -> None:
-        self.settings = settings
-        self.engine = engine
-        self.ledger = ledger
+        super().__init__(settings, engine, ledger, **timing)
         self.owner = owner or migrator_id()
-        self._sleep = sleep
-        self._clock = clock
-        self._rng = rng or random.Random()
-        self._before_sleep = before_sleep or log_before_sleep(logger)
-
-    def policy(self) -> RetryPolicy:
-        """The disconnect retry policy for the phase's short queries."""
-        return settings_policy(
-            self.settings,
-            before_sleep=self._before_sleep,
-            sleep=self._sleep,
-            clock=self._clock,
-            rng=self._rng,
-        )
 
     # -- one step ------------------------------------------------------------------
 
@@ -530,7 +505,7 @@ class IndexPhase:
                             step_id=step.id,
                             phase="index",
                         ) from exc
-                    pause = self._backoff(failures)
+                    pause = self.backoff(failures)
                     logger.warning(
                         "step %s: the build of %s was interrupted (%s); checking "
                         "its state again in %.2fs",
@@ -564,13 +539,6 @@ class IndexPhase:
                     phase="index",
                 ) from exc
             done.append(f"built {target.name}")
-
-    def _backoff(self, failures: int) -> float:
-        cap = min(
-            self.settings.retry_backoff_max_seconds,
-            self.settings.retry_backoff_seconds * 2 ** (failures - 1),
-        )
-        return self._rng.uniform(0, cap)
 
     def _state(self, target: IndexTarget) -> _IndexState:
         table = literal(target.qualified_table)
@@ -635,16 +603,7 @@ class IndexPhase:
                 state.statement_timeout,
             )
         logger.info("step %s: building %s concurrently", step.id, target.name)
-        conn = open_autocommit_or_dispose(self.engine)
-        try:
-            conn.exec_driver_sql(target.sql, execution_options=_NO_PARAMS)
-        except Exception as exc:
-            if classify_error(exc) in (ErrorKind.DISCONNECT, ErrorKind.CONNECT_FAILED):
-                _discard(conn, self.engine)
-            else:
-                release(conn)
-            raise
-        release(conn)
+        send(self.engine, target.sql)
 
     def _dedup(self, step: Step, target: IndexTarget) -> int:
         """Delete duplicates of the unique index's key in batches; return how many."""

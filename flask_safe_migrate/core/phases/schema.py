@@ -17,9 +17,7 @@ transaction mode.
 from __future__ import annotations
 
 import logging
-import random
 import re
-import time
 import typing as t
 from dataclasses import dataclass
 
@@ -32,7 +30,6 @@ from ..exceptions import LockNotAcquiredError
 from ..exceptions import RetryExhaustedError
 from ..exceptions import StepFailedError
 from ..exceptions import StepRefusedError
-from ..ledger import Ledger
 from ..ledger import duration_literal
 from ..lint.parse import SqlSyntaxError
 from ..lint.parse import Statement
@@ -40,14 +37,11 @@ from ..lint.parse import StatementKind
 from ..lint.parse import split_statements
 from ..locking import describe_blockers
 from ..locking import lock_retry_schedule
-from ..retry import RetryState
-from ..retry import log_before_sleep
-from ..settings import MigrateSettings
 from ..steps import Step
 from ..transaction import _discard
 from ..transaction import open_autocommit_or_dispose
 from ..transaction import release
-from ..transaction import settings_policy
+from . import PhaseRunner
 from . import StepOutcome
 
 __all__ = ["SchemaPhase", "check_schema_sql"]
@@ -171,27 +165,8 @@ def _placeholders(sql: str) -> str:
     return _BIND.sub(lambda m: "$1", sql)
 
 
-class SchemaPhase:
+class SchemaPhase(PhaseRunner):
     """Apply schema steps, each in one transaction, exactly once."""
-
-    def __init__(
-        self,
-        settings: MigrateSettings,
-        engine: sa.Engine,
-        ledger: Ledger,
-        *,
-        sleep: t.Callable[[float], None] = time.sleep,
-        clock: t.Callable[[], float] = time.monotonic,
-        rng: random.Random | None = None,
-        before_sleep: t.Callable[[RetryState], None] | None = None,
-    ) -> None:
-        self.settings = settings
-        self.engine = engine
-        self.ledger = ledger
-        self._sleep = sleep
-        self._clock = clock
-        self._rng = rng
-        self._before_sleep = before_sleep or log_before_sleep(logger)
 
     # -- one step --------------------------------------------------------------
 
@@ -207,14 +182,7 @@ class SchemaPhase:
         """
         statements = check_schema_sql(step, step.sql) if step.sql is not None else []
         settings = self.settings
-        policy = settings_policy(
-            settings,
-            retry=_is_transient,
-            before_sleep=self._before_sleep,
-            sleep=self._sleep,
-            clock=self._clock,
-            rng=self._rng,
-        )
+        policy = self.policy(retry=_is_transient)
         attempts = _Attempts()
         started = self._clock()
         lock_attempt = 0
