@@ -178,7 +178,7 @@ def test_lost_batch_replies_and_connection_chaos_update_each_row_once(
     batches = [0]
 
     def every_third(txn: str) -> bool:
-        if "__safe_migrate_hi" not in txn:
+        if "$safe_migrate_batch$" not in txn:
             return False
         batches[0] += 1
         return batches[0] % 3 == 0
@@ -407,3 +407,29 @@ def test_each_batch_costs_one_round_trip(
     assert proxy.round_trips == 2 + progress["batches"]
     assert proxy.connections_opened == 0
     assert_each_row_updated_once(database, rows)
+
+
+def test_text_keys_are_paged_by_the_index(
+    database: TestDatabase, proxy_url: str, engines: list[sa.Engine]
+) -> None:
+    """A non-integer key (text) is paged with the index (OFFSET n-1 on the key)."""
+    database.postgres.execute(
+        "CREATE TABLE codes (code text PRIMARY KEY, v text); "
+        "INSERT INTO codes (code) SELECT md5(g::text) FROM generate_series(1, 5000) g",
+        dbname=database.name,
+    )
+    reg = StepRegistry()
+    reg.backfill("0001_codes_v", table="codes", key="code", set="v = upper(code)")
+    runner = runner_for(
+        settings_for(proxy_url, backfill_batch_size=300, backfill_batch_seconds=0.001),
+        reg,
+        engines,
+    )
+    report = runner.run([Phase.BACKFILL])
+    assert [o.status for o in report.outcomes] == ["applied"]
+    assert database.scalar("SELECT count(*) FROM codes WHERE v = upper(code)") == 5000
+    progress = database.scalar(
+        "SELECT progress FROM safe_migrate_ledger WHERE step_id = '0001_codes_v'"
+    )
+    assert progress["updated"] == 5000
+    assert progress["batches"] >= 3

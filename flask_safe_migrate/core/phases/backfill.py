@@ -142,10 +142,6 @@ class BackfillProgress:
         return text
 
 
-class _StaleCheckpointError(Exception):
-    """The checkpoint moved since this runner read it; read it again."""
-
-
 class _BatchHandle:
     """The handle of a ``@migrate.backfill`` function: one batch's transaction."""
 
@@ -256,9 +252,6 @@ class BackfillPhase(PhaseRunner):
                 )
             try:
                 self._batch(run)
-            except _StaleCheckpointError:
-                self._reread(run)
-                continue
             except Exception as exc:
                 kind = classify_error(exc)
                 if error_sqlstate(exc) == _QUERY_CANCELED and run.size > MIN_BATCH:
@@ -454,84 +447,96 @@ class BackfillPhase(PhaseRunner):
         )
 
     def _sql_batch(self, run: _Run) -> None:
+        """One batch as one message: a DO block (so the row count needs no
+        RETURNING) then the ledger row. A stale checkpoint makes the block do
+        nothing, and the row read after it is the fresh checkpoint."""
+        rows = send(self.engine, self.batch_sql(run))
+        state, progress = rows[0]
+        self._advance(run, state, dict(progress))
+
+    def batch_sql(self, run: _Run) -> str:
+        """The message of the next batch of a declarative backfill."""
         step, opts = run.step, run.step.options
         q = self.ledger.qualified
+        sid = literal(step.id)
         table = quote_name(opts["table"])
         key = quote_ident(opts["key"])
         last = run.progress.get("last")
         last_text = literal(None if last is None else str(last))
+        last_value = f"{last_text}::{run.key_type}"
         where = f" AND ({opts['where']})" if opts.get("where") else ""
         n = run.size
-        hi = "bound.__safe_migrate_hi"
         if run.key_type in _INTEGER_TYPES:
             # Integer keys: the range is the next n key values, found without a
             # scan; sparse keys make light batches, which the sizing then grows.
             low = (
-                f"{last_text}::{run.key_type}"
+                last_value
                 if last is not None
-                else (f"(SELECT min({key}) - 1 FROM {table})")
+                else f"(SELECT min({key}) - 1 FROM {table})"
             )
-            bound = (
-                "bound AS MATERIALIZED (SELECT s.lo AS __safe_migrate_lo, CASE WHEN "
-                f"s.mx IS NULL OR s.lo >= s.mx THEN NULL ELSE s.lo + {n} END AS "
-                "__safe_migrate_hi, s.mx AS __safe_migrate_max FROM (SELECT "
-                f"{low} AS lo, (SELECT max({key}) FROM {table}) AS mx FROM cp) AS s)"
+            bounds = (
+                f"_sm_lo := {low};\n"
+                f"SELECT max({key}) INTO _sm_max FROM {table};\n"
+                "IF _sm_max IS NOT NULL AND _sm_lo < _sm_max THEN "
+                f"_sm_hi := _sm_lo + {n}; END IF;\n"
             )
-            in_range = f"{key} > bound.__safe_migrate_lo AND {key} <= {hi}"
-            scanned = f"{hi} - bound.__safe_migrate_lo"
+            in_range = f"{key} > _sm_lo AND {key} <= _sm_hi"
+            scanned = "_sm_hi - _sm_lo"
             extent = (
-                "'key_max', bound.__safe_migrate_max, 'key_min', coalesce("
-                "l.progress->'key_min', to_jsonb(bound.__safe_migrate_lo)), "
+                "'key_max', _sm_max, 'key_min', coalesce(progress->'key_min', "
+                "to_jsonb(_sm_lo)), "
             )
         else:
-            after = (
-                f"{key} > {last_text}::{run.key_type}" if last is not None else "true"
+            after = f"{key} > {last_value}" if last is not None else "true"
+            bounds = (
+                f"_sm_hi := coalesce((SELECT {key} FROM {table} WHERE {after} "
+                f"ORDER BY {key} OFFSET {n - 1} LIMIT 1), "
+                f"(SELECT max({key}) FROM {table} WHERE {after}));\n"
             )
-            bound = (
-                "bound AS MATERIALIZED (SELECT coalesce("
-                f"(SELECT {key} FROM {table} WHERE {after} ORDER BY {key} "
-                f"OFFSET {n - 1} LIMIT 1), "
-                f"(SELECT max({key}) FROM {table} WHERE {after})) AS __safe_migrate_hi "
-                "FROM cp)"
-            )
-            in_range = f"{after} AND {key} <= {hi}"
+            in_range = f"{after} AND {key} <= _sm_hi"
             scanned = str(n)
             extent = ""
-        message = (
-            f"{self._settings_sql()};\n"
-            f"WITH cp AS MATERIALIZED (SELECT progress FROM {q} "
-            f"WHERE step_id = {literal(step.id)} AND state = 'running' "
-            f"AND (progress->>'last') IS NOT DISTINCT FROM {last_text} FOR UPDATE), "
-            f"{bound}, "
-            f"upd AS (UPDATE {table} SET {opts['set']} FROM bound "
-            f"WHERE {in_range}{where} RETURNING 1) "
-            f"UPDATE {q} AS l SET progress = l.progress || jsonb_build_object("
-            "'last', coalesce(bound.__safe_migrate_hi::text, l.progress->>'last'), "
-            "'updated', coalesce((l.progress->>'updated')::bigint, 0) "
-            "+ (SELECT count(*) FROM upd), "
-            "'scanned', coalesce((l.progress->>'scanned')::bigint, 0) + CASE WHEN "
-            f"{hi} IS NULL THEN 0 ELSE {scanned} END, {extent}"
-            "'batches', coalesce((l.progress->>'batches')::bigint, 0) + 1, "
-            f"'batch_size', {n}, "
-            "'last_batch_seconds', extract(epoch FROM clock_timestamp() "
-            "- statement_timestamp()), "
-            "'max_batch_seconds', greatest(coalesce((l.progress->>"
-            "'max_batch_seconds')::float8, 0), extract(epoch FROM "
-            "clock_timestamp() - statement_timestamp()))), "
-            "state = CASE WHEN bound.__safe_migrate_hi IS NULL THEN 'applied' "
-            "ELSE 'running' END, "
-            "applied_at = CASE WHEN bound.__safe_migrate_hi IS NULL "
-            "THEN clock_timestamp() END, "
-            "duration_seconds = coalesce(l.duration_seconds, 0) + extract(epoch FROM "
-            "clock_timestamp() - statement_timestamp()) "
-            f"FROM bound WHERE l.step_id = {literal(step.id)} RETURNING l.state, "
-            "l.progress"
+        body = (
+            "#variable_conflict use_column\n"
+            f"DECLARE _sm_lo {run.key_type}; _sm_hi {run.key_type}; "
+            f"_sm_max {run.key_type}; _sm_n bigint := 0; _sm_s float8;\n"
+            "BEGIN\n"
+            f"PERFORM 1 FROM {q} WHERE step_id = {sid} AND state = 'running' "
+            f"AND (progress->>'last') IS NOT DISTINCT FROM {last_text} FOR UPDATE;\n"
+            "IF NOT FOUND THEN RETURN; END IF;\n"
+            f"{bounds}"
+            "IF _sm_hi IS NOT NULL THEN\n"
+            f"UPDATE {table} SET {opts['set']} WHERE {in_range}{where};\n"
+            "GET DIAGNOSTICS _sm_n = ROW_COUNT;\n"
+            "END IF;\n"
+            "_sm_s := extract(epoch FROM clock_timestamp() - statement_timestamp());\n"
+            f"UPDATE {q} SET progress = progress || jsonb_build_object("
+            "'last', coalesce(_sm_hi::text, progress->>'last'), "
+            "'updated', coalesce((progress->>'updated')::bigint, 0) + _sm_n, "
+            "'scanned', coalesce((progress->>'scanned')::bigint, 0) + "
+            f"coalesce({scanned}, 0), {extent}"
+            "'batches', coalesce((progress->>'batches')::bigint, 0) + 1, "
+            f"'batch_size', {n}, 'last_batch_seconds', _sm_s, "
+            "'max_batch_seconds', greatest(coalesce((progress->>"
+            "'max_batch_seconds')::float8, 0), _sm_s)), "
+            "state = CASE WHEN _sm_hi IS NULL THEN 'applied' ELSE 'running' END, "
+            "applied_at = CASE WHEN _sm_hi IS NULL THEN clock_timestamp() END, "
+            "duration_seconds = coalesce(duration_seconds, 0) + _sm_s "
+            f"WHERE step_id = {sid};\n"
+            "END"
         )
-        rows = send(self.engine, message)
-        if not rows:
-            raise _StaleCheckpointError()
-        state, progress = rows[0]
-        self._advance(run, state, dict(progress))
+        tag = "$safe_migrate_batch$"
+        if tag in body:
+            raise StepFailedError(
+                f"step {step.id} ({step.location}): its SQL contains {tag}",
+                step_id=step.id,
+                phase="backfill",
+            )
+        return (
+            f"{self._settings_sql()};\n"
+            f"DO {tag}\n{body}\n{tag};\n"
+            f"SELECT state, progress FROM {q} WHERE step_id = {sid}"
+        )
 
     def _advance(self, run: _Run, state: str, progress: dict[str, t.Any]) -> None:
         run.progress = progress
