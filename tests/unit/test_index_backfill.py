@@ -226,6 +226,6 @@ def test_plan_of_a_dedup_index_shows_the_delete_batches_first() -> None:
     assert delete == (
         'DELETE FROM "m" WHERE "id" IN (SELECT w.k FROM (SELECT "id" AS k, '
         'max("id") OVER (PARTITION BY "p", (lower(e))) AS keep FROM "m" WHERE '
-        '"p" IS NOT NULL AND (lower(e)) IS NOT NULL AND (p <> \'\')) AS w '
+        "\"p\" IS NOT NULL AND (lower(e)) IS NOT NULL AND (p <> '')) AS w "
         "WHERE w.k <> w.keep LIMIT 1000) RETURNING 1  -- repeated until none"
     )
