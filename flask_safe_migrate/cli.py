@@ -265,8 +265,13 @@ class ProgressPrinter:
         self.tty = sys.stderr.isatty() if tty is None else tty
         self.every_seconds = every_seconds
         self._last: dict[str, float] = {}
+        self._done: set[str] = set()
 
     def __call__(self, progress: BackfillProgress) -> None:
+        if progress.done:
+            if progress.step_id in self._done:
+                return
+            self._done.add(progress.step_id)
         if self.tty:
             click.echo(
                 "\r\033[K" + self.bar(progress),

@@ -207,6 +207,7 @@ def test_progress_printer_draws_a_bar_on_a_terminal_and_lines_otherwise(
     printer(_progress())
     printer(_progress(scanned=260_000))  # within the interval: not printed
     printer(_progress(done=True))
+    printer(_progress(done=True))  # the final report again: printed once
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("0004_fill: 250,000 rows (25%)")

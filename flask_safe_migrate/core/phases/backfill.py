@@ -481,7 +481,7 @@ class BackfillPhase(PhaseRunner):
                 f"_sm_hi := _sm_lo + {n}; END IF;\n"
             )
             in_range = f"{key} > _sm_lo AND {key} <= _sm_hi"
-            scanned = "_sm_hi - _sm_lo"
+            scanned = "least(_sm_hi, _sm_max) - _sm_lo"
             extent = (
                 "'key_max', _sm_max, 'key_min', coalesce(progress->'key_min', "
                 "to_jsonb(_sm_lo)), "
