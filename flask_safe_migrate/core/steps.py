@@ -27,6 +27,7 @@ __all__ = [
     "StepRegistrar",
     "StepRegistry",
     "backfill_batch_template",
+    "index_element",
     "index_sql",
     "sql_checksum",
 ]
@@ -496,9 +497,12 @@ def quote_name(name: str) -> str:
     return ".".join(quote_ident(part) for part in name.split(".", 1))
 
 
-def _index_element(column: str) -> str:
+def index_element(column: str) -> str:
+    """An index column: an identifier, quoted as written, or ``(expression)``."""
+    from .ledger import quote_ident
+
     column = column.strip()
-    return f'"{column}"' if _IDENT.match(column) else f"({column})"
+    return quote_ident(column) if _IDENT.match(column) else f"({column})"
 
 
 def default_index_name(table: str, columns: t.Sequence[str], unique: bool) -> str:
@@ -517,7 +521,7 @@ def index_sql(options: t.Mapping[str, t.Any]) -> str:
     from .ledger import quote_ident
 
     unique = "UNIQUE " if options["unique"] else ""
-    elements = ", ".join(_index_element(c) for c in options["columns"])
+    elements = ", ".join(index_element(c) for c in options["columns"])
     sql = (
         f"CREATE {unique}INDEX CONCURRENTLY IF NOT EXISTS "
         f"{quote_ident(options['name'])} ON {quote_name(options['table'])} "

@@ -88,6 +88,19 @@ def ledger_row(db: TestDatabase) -> tuple[str, dict[str, t.Any]]:
     return state, progress
 
 
+def every_third(marker: str) -> t.Callable[[str], bool]:
+    """A proxy filter true for every 3rd transaction whose text has ``marker``."""
+    seen = [0]
+
+    def matches(txn: str) -> bool:
+        if marker not in txn:
+            return False
+        seen[0] += 1
+        return seen[0] % 3 == 0
+
+    return matches
+
+
 _CHILD = textwrap.dedent(
     """
     import logging, sys
@@ -175,15 +188,7 @@ def test_lost_batch_replies_and_connection_chaos_update_each_row_once(
     rows = 60_000
     make_items(database, rows)
     settings = settings_for(proxy_url, backfill_batch_size=500)
-    batches = [0]
-
-    def every_third(txn: str) -> bool:
-        if "$safe_migrate_batch$" not in txn:
-            return False
-        batches[0] += 1
-        return batches[0] % 3 == 0
-
-    proxy.drop_reply(every_third)
+    proxy.drop_reply(every_third("$safe_migrate_batch$"))
     proxy.chaos(0.3, 0.9)
     report = runner_for(settings, registry(), engines).run([Phase.BACKFILL])
     proxy.chaos_off()
@@ -320,15 +325,7 @@ def test_function_backfill_resumes_from_its_returned_cursor(
         )
         return max(r[0] for r in found) if found else None
 
-    batches = [0]
-
-    def every_third(txn: str) -> bool:
-        if "SELECT state, progress" not in txn:
-            return False
-        batches[0] += 1
-        return batches[0] % 3 == 0
-
-    proxy.drop_commit_reply(every_third)
+    proxy.drop_commit_reply(every_third("SELECT state, progress"))
     report = runner_for(
         settings_for(proxy_url, backfill_batch_size=700, backfill_batch_seconds=0.005),
         reg,

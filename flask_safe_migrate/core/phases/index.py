@@ -41,6 +41,7 @@ from ..disconnects import error_sqlstate
 from ..exceptions import StepFailedError
 from ..exceptions import StepRefusedError
 from ..ledger import Ledger
+from ..ledger import duration_literal
 from ..ledger import literal
 from ..ledger import quote_ident
 from ..lint.parse import SqlSyntaxError
@@ -48,6 +49,7 @@ from ..lint.parse import StatementKind
 from ..lint.parse import split_statements
 from ..settings import MigrateSettings
 from ..steps import Step
+from ..steps import index_element
 from ..steps import quote_name
 from ..transaction import open_autocommit
 from ..transaction import release
@@ -114,15 +116,9 @@ class IndexTarget:
             sql=sql,
             unique=bool(options["unique"]),
             where=options.get("where"),
-            elements=tuple(_element(c) for c in columns),
+            elements=tuple(index_element(c) for c in columns),
             dedup_keep=keep,
         )
-
-
-def _element(column: str) -> str:
-    from ..steps import _IDENT
-
-    return quote_ident(column) if _IDENT.match(column) else f"({column})"
 
 
 @dataclass(frozen=True)
@@ -350,13 +346,12 @@ class IndexPhase(PhaseRunner):
 
     def _claim(self, step: Step) -> str:
         """``mine``, ``applied``, or who holds the lease (and for how long)."""
-        lease = f"{max(1, round(self.settings.index_lease_seconds * 1000))} ms"
         q = self.ledger.qualified
         sql = (
             f"WITH claim AS (INSERT INTO {q} AS l (step_id, phase, checksum, state, "
             "attempts, lease_owner, lease_expires_at) VALUES "
             f"({literal(step.id)}, 'index', {literal(step.checksum)}, 'running', 1, "
-            f"{literal(self.owner)}, clock_timestamp() + interval {literal(lease)}) "
+            f"{literal(self.owner)}, clock_timestamp() + {self._lease_interval()}) "
             "ON CONFLICT (step_id) DO UPDATE SET lease_owner = EXCLUDED.lease_owner, "
             "lease_expires_at = EXCLUDED.lease_expires_at, "
             "checksum = EXCLUDED.checksum, "
@@ -380,12 +375,14 @@ class IndexPhase(PhaseRunner):
             return "applied"
         return f"{owner} (lease expires in {float(remaining or 0):.0f}s)"
 
+    def _lease_interval(self) -> str:
+        return f"{duration_literal(self.settings.index_lease_seconds)}::interval"
+
     def renew_lease(self, step: Step) -> bool:
         """Extend the lease; False when another migrator has taken it over."""
-        lease = f"{max(1, round(self.settings.index_lease_seconds * 1000))} ms"
         sql = (
             f"UPDATE {self.ledger.qualified} SET lease_expires_at = "
-            f"clock_timestamp() + interval {literal(lease)} "
+            f"clock_timestamp() + {self._lease_interval()} "
             f"WHERE step_id = {literal(step.id)} AND lease_owner = "
             f"{literal(self.owner)} RETURNING 1"
         )
