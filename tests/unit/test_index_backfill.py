@@ -117,8 +117,8 @@ def test_decorator_forms_register_functions_in_their_phase() -> None:
         m.execute("CREATE INDEX CONCURRENTLY IF NOT EXISTS t_v ON t (v)")
 
     assert [(s.id, s.phase, s.kind) for s in steps.steps()] == [
-        ("i", Phase.INDEX, "function"),
         ("b", Phase.BACKFILL, "function"),
+        ("i", Phase.INDEX, "function"),
     ]
     assert record_step(steps.get("b")) == ["UPDATE t SET v = 1 WHERE id > 0"]
 
@@ -230,3 +230,15 @@ def test_plan_of_a_dedup_index_shows_the_delete_batches_first() -> None:
         "\"p\" IS NOT NULL AND (lower(e)) IS NOT NULL AND (p <> '')) AS w "
         "WHERE w.k <> w.keep LIMIT 1000) RETURNING 1  -- repeated until none"
     )
+
+
+def test_steps_keep_registration_order_across_phases() -> None:
+    """``steps()`` is registration order across phases; a phase filter keeps it."""
+    steps = StepRegistry()
+    steps.sql("z_add", "ALTER TABLE t ADD COLUMN v int")
+    steps.backfill("a_fill", table="t", set="v = 1", where="v IS NULL")
+    steps.index("m_index", table="t", columns=["v"])
+    steps.sql("b_not_null", "ALTER TABLE t ALTER COLUMN v SET NOT NULL")
+    assert [s.id for s in steps.steps()] == ["z_add", "a_fill", "m_index", "b_not_null"]
+    assert [s.id for s in steps] == ["z_add", "a_fill", "m_index", "b_not_null"]
+    assert [s.id for s in steps.steps(Phase.SCHEMA)] == ["z_add", "b_not_null"]

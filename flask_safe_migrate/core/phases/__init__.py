@@ -15,6 +15,7 @@ from ..retry import RetryPolicy
 from ..retry import RetryState
 from ..retry import log_before_sleep
 from ..settings import MigrateSettings
+from ..steps import Step
 from ..transaction import settings_policy
 
 __all__ = ["PhaseRunner", "StepOutcome"]
@@ -60,6 +61,10 @@ class PhaseRunner:
         self._before_sleep = before_sleep or log_before_sleep(
             logging.getLogger(type(self).__module__)
         )
+
+    def apply(self, step: Step, *, deadline: float | None = None) -> StepOutcome:
+        """Apply ``step`` unless the ledger has it; stop at ``deadline`` if it can."""
+        raise NotImplementedError
 
     def policy(
         self, retry: t.Callable[[BaseException], bool] | None = None

@@ -170,8 +170,11 @@ class SchemaPhase(PhaseRunner):
 
     # -- one step --------------------------------------------------------------
 
-    def apply(self, step: Step) -> StepOutcome:
+    def apply(self, step: Step, *, deadline: float | None = None) -> StepOutcome:
         """Apply ``step`` unless the ledger says it is applied.
+
+        A schema step is one short transaction, so ``deadline`` is not checked
+        inside it (the runner checks it between steps).
 
         Disconnects retry the whole transaction; ``lock_not_available`` retries with
         a growing lock timeout until ``lock_retry_max_elapsed_seconds``.
