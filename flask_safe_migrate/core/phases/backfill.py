@@ -5,12 +5,12 @@ each batch as **one message** (one round trip), run by PostgreSQL as one implici
 transaction:
 
     SET LOCAL lock_timeout = ...; SET LOCAL statement_timeout = ...;
-    WITH cp AS (SELECT ... FROM ledger WHERE step_id = ... AND the checkpoint is
-                what this runner last saw FOR UPDATE),
-         bound AS (the key ``limit`` rows after the checkpoint),
-         upd AS (UPDATE table SET ... WHERE key > checkpoint AND key <= bound
-                 AND (where))
-    UPDATE ledger SET progress = new checkpoint, counts, batch time ... RETURNING
+    DO $$ lock the step's ledger row, if its checkpoint is what this runner
+          last saw (else do nothing); take the next n keys after the checkpoint
+          (an index scan); UPDATE table SET ... WHERE key > checkpoint AND
+          key <= the last of them AND (where); UPDATE ledger SET progress = that
+          last key, the keys counted, the rows updated, the batch time $$;
+    SELECT state, progress FROM ledger WHERE step_id = ...
 
 The batch and its checkpoint commit together or not at all. The ledger row is
 locked for the batch, so two runners alternate batches instead of repeating one,
@@ -89,8 +89,9 @@ def next_batch_size(size: int, seconds: float, target: float) -> int:
 class BackfillProgress:
     """Where a backfill is: what the ledger's ``progress`` column holds, and rates.
 
-    ``scanned`` counts keys covered (an estimate within the last batch), ``updated``
-    the rows the batches changed; ``estimate`` is the table's row estimate.
+    ``scanned`` counts the keys the batches covered (keys that exist, each counted
+    once: never negative, never decreasing), ``updated`` the rows the batches
+    changed; ``estimate`` is the table's row estimate.
     """
 
     step_id: str
@@ -466,40 +467,28 @@ class BackfillPhase(PhaseRunner):
         last_value = f"{last_text}::{run.key_type}"
         where = f" AND ({opts['where']})" if opts.get("where") else ""
         n = run.size
+        # The batch is the next n keys after the checkpoint (an index scan of n
+        # entries): its last key is the new checkpoint, which so never passes the
+        # table's max key, and the keys counted are keys that exist.
+        after = f"{key} > {last_value}" if last is not None else "true"
+        bounds = (
+            "SELECT min(_sm_k), max(_sm_k), count(*) INTO _sm_first, _sm_hi, _sm_c "
+            f"FROM (SELECT {key} AS _sm_k FROM {table} WHERE {after} "
+            f"ORDER BY {key} LIMIT {n}) AS _sm_b;\n"
+        )
+        in_range = f"{after} AND {key} <= _sm_hi"
+        extent = ""
         if run.key_type in _INTEGER_TYPES:
-            # Integer keys: the range is the next n key values, found without a
-            # scan; sparse keys make light batches, which the sizing then grows.
-            low = (
-                last_value
-                if last is not None
-                else f"(SELECT min({key}) - 1 FROM {table})"
-            )
-            bounds = (
-                f"_sm_lo := {low};\n"
-                f"SELECT max({key}) INTO _sm_max FROM {table};\n"
-                "IF _sm_max IS NOT NULL AND _sm_lo < _sm_max THEN "
-                f"_sm_hi := _sm_lo + {n}; END IF;\n"
-            )
-            in_range = f"{key} > _sm_lo AND {key} <= _sm_hi"
-            scanned = "least(_sm_hi, _sm_max) - _sm_lo"
+            # Integer keys also record the key range, for the done fraction.
             extent = (
-                "'key_max', _sm_max, 'key_min', coalesce(progress->'key_min', "
-                "to_jsonb(_sm_lo)), "
+                f"'key_max', (SELECT max({key}) FROM {table}), "
+                "'key_min', coalesce(progress->'key_min', "
+                f"to_jsonb(coalesce({last_value}, _sm_first - 1))), "
             )
-        else:
-            after = f"{key} > {last_value}" if last is not None else "true"
-            bounds = (
-                f"_sm_hi := coalesce((SELECT {key} FROM {table} WHERE {after} "
-                f"ORDER BY {key} OFFSET {n - 1} LIMIT 1), "
-                f"(SELECT max({key}) FROM {table} WHERE {after}));\n"
-            )
-            in_range = f"{after} AND {key} <= _sm_hi"
-            scanned = str(n)
-            extent = ""
         body = (
             "#variable_conflict use_column\n"
-            f"DECLARE _sm_lo {run.key_type}; _sm_hi {run.key_type}; "
-            f"_sm_max {run.key_type}; _sm_n bigint := 0; _sm_s float8;\n"
+            f"DECLARE _sm_first {run.key_type}; _sm_hi {run.key_type}; "
+            "_sm_c bigint := 0; _sm_n bigint := 0; _sm_s float8;\n"
             "BEGIN\n"
             f"PERFORM 1 FROM {q} WHERE step_id = {sid} AND state = 'running' "
             f"AND (progress->>'last') IS NOT DISTINCT FROM {last_text} FOR UPDATE;\n"
@@ -513,8 +502,8 @@ class BackfillPhase(PhaseRunner):
             f"UPDATE {q} SET progress = progress || jsonb_build_object("
             "'last', coalesce(_sm_hi::text, progress->>'last'), "
             "'updated', coalesce((progress->>'updated')::bigint, 0) + _sm_n, "
-            "'scanned', coalesce((progress->>'scanned')::bigint, 0) + "
-            f"coalesce({scanned}, 0), {extent}"
+            "'scanned', coalesce((progress->>'scanned')::bigint, 0) + _sm_c, "
+            f"{extent}"
             "'batches', coalesce((progress->>'batches')::bigint, 0) + 1, "
             f"'batch_size', {n}, 'last_batch_seconds', _sm_s, "
             "'max_batch_seconds', greatest(coalesce((progress->>"
