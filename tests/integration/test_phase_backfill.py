@@ -136,18 +136,11 @@ def wait_for_batches(
 
 def wait_for_no_active_queries(db: TestDatabase) -> None:
     """Wait until no other session of ``db`` is running a query or transaction."""
-    wait_until(
-        lambda: (
-            db.scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND pid <> pg_backend_pid() AND state <> 'idle'"
-            )
-            == 0
-        ),
-        60,
-        0.02,
-        message="no active queries",
+    busy_sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid() AND state <> 'idle'"
     )
+    wait_until(lambda: db.scalar(busy_sql) == 0, 60, 0.02, message="queries ended")
 
 
 _CHILD = textwrap.dedent(
@@ -173,7 +166,10 @@ _CHILD = textwrap.dedent(
 
 
 def test_million_row_backfill_killed_ten_times_updates_every_row_once(
-    database: TestDatabase, proxy: FaultProxy, proxy_url: str
+    database: TestDatabase,
+    proxy: FaultProxy,
+    proxy_url: str,
+    spawn: t.Callable[..., subprocess.Popen[str]],
 ) -> None:
     """5 process kills (SIGKILL) and 5 connection kills at random moments, then a
     run to the end: every row has its value and was updated exactly once."""
@@ -184,12 +180,11 @@ def test_million_row_backfill_killed_ten_times_updates_every_row_once(
     process_kills = connection_kills = 0
     for round_ in range(10):
         before = batches_done(database)
-        child = subprocess.Popen(
+        child = spawn(
             [sys.executable, "-c", _CHILD, proxy_url],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            text=True,
         )
         # Kill once this child has committed a random number of batches of its own:
         # a cold Python can take seconds to get there on a loaded machine.

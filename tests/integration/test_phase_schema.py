@@ -127,18 +127,19 @@ _WORKER = textwrap.dedent(
 )
 
 
-def test_eight_processes_at_once_apply_each_step_once(database: TestDatabase) -> None:
+def test_eight_processes_at_once_apply_each_step_once(
+    database: TestDatabase, spawn: t.Callable[..., subprocess.Popen[str]]
+) -> None:
     """8 processes running the same migration together through PgBouncer all succeed."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [
-        subprocess.Popen(
+        spawn(
             [sys.executable, "-c", _WORKER, database.bouncer_url],
             cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
         )
         for _ in range(8)
     ]

@@ -21,6 +21,7 @@ from .common import find_openssl
 from .common import find_pg_bindir
 from .common import find_pgbouncer
 from .common import free_port
+from .common import reap
 from .common import wait_until
 from .database import TestDatabase
 from .pgbouncer import PgBouncer
@@ -40,5 +41,6 @@ __all__ = [
     "find_pg_bindir",
     "find_pgbouncer",
     "free_port",
+    "reap",
     "wait_until",
 ]

@@ -198,3 +198,16 @@ def make_url(
         query=query,
     )
     return url.render_as_string(hide_password=False)
+
+
+def reap(process: subprocess.Popen[t.Any]) -> None:
+    """Kill ``process`` if it still runs, wait for it and close its pipes.
+
+    A child a test leaves running is garbage-collected during some later test, where
+    its ``ResourceWarning`` ("subprocess N is still running", unclosed pipes) becomes
+    an error (``filterwarnings = error``) and fails that unrelated test.
+    """
+    if process.poll() is None:
+        process.kill()
+    with process:  # closes stdin/stdout/stderr, then waits
+        pass
