@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from .ledger import literal
+from .sql import literal
 
 __all__ = ["LockAttempt", "describe_blockers", "lock_retry_schedule"]
 

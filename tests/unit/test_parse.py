@@ -6,12 +6,12 @@ import pickle
 
 import pytest
 
-from flask_safe_migrate.core.lint.parse import SqlSyntaxError
-from flask_safe_migrate.core.lint.parse import Statement
-from flask_safe_migrate.core.lint.parse import StatementKind
-from flask_safe_migrate.core.lint.parse import has_dml
-from flask_safe_migrate.core.lint.parse import normalize_sql
-from flask_safe_migrate.core.lint.parse import split_statements
+from flask_safe_migrate.core.sql import SqlSyntaxError
+from flask_safe_migrate.core.sql import Statement
+from flask_safe_migrate.core.sql import StatementKind
+from flask_safe_migrate.core.sql import has_dml
+from flask_safe_migrate.core.sql import normalize_sql
+from flask_safe_migrate.core.sql import split_statements
 
 DO_DDL = """DO $$
 BEGIN

@@ -5,10 +5,10 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
+from ..sql import Statement
 from ..steps import Phase
 from ..steps import Step
 from . import _ast
-from .parse import Statement
 
 __all__ = ["StatementContext", "StepContext", "created_relations"]
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
 
+from ..sql import Statement
 from ..steps import Phase
 from ..steps import Step
 from . import _ast
@@ -22,7 +23,6 @@ from .findings import Finding
 from .findings import LintReport
 from .findings import Severity
 from .findings import Source
-from .parse import Statement
 from .rules import RULES
 from .rules import Rule
 from .rules import Scope

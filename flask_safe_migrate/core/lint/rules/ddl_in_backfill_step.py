@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typing as t
 
+from ...sql import StatementKind
 from ...steps import Phase
 from ..context import StatementContext
 from ..findings import Severity
-from ..parse import StatementKind
 from ._rule import Scope
 
 RULE = "ddl-in-backfill-step"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typing as t
 
+from ...sql import has_dml
 from ...steps import Phase
 from ..context import StatementContext
 from ..findings import Severity
-from ..parse import has_dml
 from ._rule import Scope
 
 RULE = "dml-needs-category"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import typing as t
 
+from ...sql import StatementKind
+from ...sql import has_dml
 from ...steps import Phase
 from .. import _ast
 from ..context import StatementContext
 from ..findings import Severity
-from ..parse import StatementKind
-from ..parse import has_dml
 from ._rule import Scope
 
 RULE = "non-index-sql-in-index-step"

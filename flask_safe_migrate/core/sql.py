@@ -1,4 +1,8 @@
-"""Split SQL into classified statements: the only module that imports pglast."""
+"""SQL text: split and classify statements (the only module that imports pglast), quote.
+
+The bottom layer: every other module may use it, and it imports nothing of the
+package.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +24,11 @@ __all__ = [
     "SqlSyntaxError",
     "Statement",
     "StatementKind",
+    "duration_literal",
     "has_dml",
+    "literal",
     "normalize_sql",
+    "quote_ident",
     "split_statements",
     "sql_comments",
 ]
@@ -850,3 +857,45 @@ def has_dml(stmt: Statement) -> bool:
     :returns: ``stmt.kind is StatementKind.DML or bool(stmt.dml_kinds)``.
     """
     return stmt.kind is StatementKind.DML or bool(stmt.dml_kinds)
+
+
+# -- quoting ---------------------------------------------------------------------
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier for PostgreSQL, always."""
+    if "\x00" in name:
+        raise ValueError("identifier contains a NUL character")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(value: object) -> str:
+    """Render ``value`` as a SQL literal (strings, numbers, None, bool, dict as jsonb).
+
+    Relies on ``standard_conforming_strings = on`` (the default since PostgreSQL 9.1).
+    """
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict):
+        return literal(json.dumps(value, sort_keys=True)) + "::jsonb"
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("string literal contains a NUL character")
+        return "'" + value.replace("'", "''") + "'"
+    raise TypeError(f"cannot render {type(value).__name__} as a SQL literal")
+
+
+def _milliseconds(seconds: float) -> str:
+    """Render seconds as a PostgreSQL duration in whole milliseconds (at least 1)."""
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def duration_literal(seconds: float) -> str:
+    """Render seconds as a quoted PostgreSQL duration literal, e.g. ``'2000ms'``."""
+    return literal(_milliseconds(seconds))
