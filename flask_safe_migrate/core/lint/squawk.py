@@ -48,6 +48,7 @@ SUPERSEDED = {
         "concurrent-index-outside-index-phase"
     ),
     "require-concurrent-index-creation": "require-concurrent-index",
+    "prefer-repack": "blocking-table-rewrite",
 }
 #: squawk's schema-design preferences (column types, enum order): not about
 #: migrating safely, and they would flag most existing schemas.
@@ -87,22 +88,64 @@ _ERRORS = frozenset(
     }
 )
 
-#: The rule names of squawk 2.x's default rule set, for validating suppressions.
+#: Every rule name squawk 2.x knows (its default and opt-in rules, read from the
+#: rule table of squawk 2.70 and its rule docs), so a suppression may name any
+#: rule squawk can print. A name squawk prints that is not here is accepted too.
 KNOWN_RULES = frozenset(
     {
         *EXCLUDED_RULES,
         *STYLE_RULES,
         *_ERRORS,
+        "ban-add-column",
+        "ban-add-composite-attribute",
+        "ban-add-enum-value",
+        "ban-alter-database-options",
+        "ban-alter-extension",
+        "ban-alter-function-options",
+        "ban-alter-generated-expression",
+        "ban-alter-identity",
+        "ban-alter-policy-condition",
+        "ban-alter-policy-roles",
+        "ban-alter-role-options",
+        "ban-alter-row-level-security",
+        "ban-alter-sequence-values",
+        "ban-alter-system-options",
+        "ban-alter-view-options",
         "ban-create-domain-with-constraint",
-        "ban-drop-constraint",
+        "ban-create-policy",
+        "ban-detach-inheritance",
+        "ban-disable-trigger",
         "ban-drop-column",
+        "ban-drop-constraint",
+        "ban-drop-domain",
+        "ban-drop-extension",
+        "ban-drop-function",
+        "ban-drop-generated-expression",
+        "ban-drop-index",
         "ban-drop-not-null",
+        "ban-drop-policy",
+        "ban-drop-schema",
+        "ban-drop-sequence",
         "ban-drop-table",
+        "ban-drop-type",
+        "ban-drop-view",
+        "ban-duplicate-column-assignments",
+        "ban-new-write-restriction",
+        "ban-replace-view-function",
+        "ban-replica-identity",
+        "ban-revoke",
+        "ban-set-default",
+        "ban-set-schema",
         "prefer-repack",
         "renaming-column",
+        "renaming-object",
         "renaming-table",
         "require-concurrent-index-deletion",
         "require-concurrent-partition-detach",
+        "require-lock-timeout",
+        "require-statement-timeout",
+        "require-table-schema",
+        "syntax-error",
     }
 )
 
@@ -161,11 +204,14 @@ def run_squawk(
     files: t.Mapping[str, str],
     *,
     exclude: t.Iterable[str] = EXCLUDED_RULES,
+    assume_in_transaction: bool = False,
 ) -> list[SquawkViolation]:
     """Lint the SQL texts *files* (name -> SQL) with one squawk process.
 
     Rules in *exclude* are turned off with ``--exclude``; a name this squawk
-    version does not know is dropped from the list and the run repeated.
+    version does not know is dropped from the list and the run repeated. With
+    *assume_in_transaction*, squawk knows each file runs in one transaction (as a
+    schema step does), so it sees e.g. NOT VALID and VALIDATE in the same one.
 
     :raises SquawkError: squawk failed for another reason.
     """
@@ -182,6 +228,8 @@ def run_squawk(
             command = [binary, "--reporter", "json"]
             if excluded:
                 command.append("--exclude=" + ",".join(excluded))
+            if assume_in_transaction:
+                command.append("--assume-in-transaction")
             command += list(paths)
             try:
                 result = subprocess.run(

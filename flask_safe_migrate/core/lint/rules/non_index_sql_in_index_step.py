@@ -15,6 +15,8 @@ from ._rule import Scope
 RULE = "non-index-sql-in-index-step"
 SEVERITY = Severity.ERROR
 SCOPE = Scope.STATEMENT
+#: Judges a DO block as a whole, not each statement it runs.
+EMBEDDED = False
 SUMMARY = "SQL other than an index build, drop or ANALYZE in an index step"
 HINT = (
     "keep index steps to CREATE/DROP INDEX CONCURRENTLY (and ANALYZE); put DDL "
