@@ -32,7 +32,7 @@ from ..exceptions import StepFailedError
 from ..exceptions import StepRefusedError
 from ..ledger import duration_literal
 from ..locking import describe_blockers
-from ..locking import lock_retry_schedule
+from ..retry import lock_retry_schedule
 from ..sql import SqlSyntaxError
 from ..sql import Statement
 from ..sql import StatementKind
