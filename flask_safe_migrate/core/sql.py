@@ -221,8 +221,24 @@ _IDEMPOTENT_CONDITIONS = frozenset(
         "undefined_function",
         "undefined_object",
         "undefined_table",
+        # The same conditions by SQLSTATE (WHEN SQLSTATE '42P07').
+        "42701",
+        "42710",
+        "42723",
+        "42P01",
+        "42P06",
+        "42P07",
+        "42703",
+        "42704",
+        "42883",
     }
 )
+
+#: PL/pgSQL transaction statements, as the SQL a DO block would send.
+_PLPGSQL_TRANSACTION = {
+    "PLpgSQL_stmt_commit": "COMMIT",
+    "PLpgSQL_stmt_rollback": "ROLLBACK",
+}
 
 #: ``elog_level`` of RAISE EXCEPTION (PostgreSQL's ERROR); lower levels only report.
 _ELOG_ERROR = 21
@@ -776,6 +792,8 @@ def _walk_plpgsql(tree: t.Any, facts: _Facts, depth: int) -> None:
             continue
         if key == "PLpgSQL_exception" and isinstance(value, dict):
             _check_handler(value, facts)
+        if key in _PLPGSQL_TRANSACTION:
+            _check_sql(_PLPGSQL_TRANSACTION[key], facts, depth, embed=True)
         if isinstance(value, dict):
             dynamic_key = _DYNAMIC_QUERY_KEYS.get(key)
             if dynamic_key is not None and dynamic_key in value:
@@ -787,7 +805,7 @@ def _walk_plpgsql(tree: t.Any, facts: _Facts, depth: int) -> None:
 def _check_handler(handler: dict[str, t.Any], facts: _Facts) -> None:
     """Note an EXCEPTION WHEN handler that neither raises again nor only guards."""
     names = [
-        str(condition.get("PLpgSQL_condition", {}).get("condname", "")).lower()
+        _condition_name(condition.get("PLpgSQL_condition", {}))
         for condition in handler.get("conditions") or ()
         if isinstance(condition, dict)
     ]
@@ -796,8 +814,19 @@ def _check_handler(handler: dict[str, t.Any], facts: _Facts) -> None:
     ):
         return
     for name in names:
-        if name not in _IDEMPOTENT_CONDITIONS and name not in facts.swallowed:
-            facts.swallowed.append(name)
+        shown = f"SQLSTATE '{name}'" if _is_sqlstate(name) else name
+        if name not in _IDEMPOTENT_CONDITIONS and shown not in facts.swallowed:
+            facts.swallowed.append(shown)
+
+
+def _condition_name(condition: dict[str, t.Any]) -> str:
+    """A condition's name (lower case) or its SQLSTATE code (upper case)."""
+    name = str(condition.get("condname", ""))
+    return name.upper() if _is_sqlstate(name) else name.lower()
+
+
+def _is_sqlstate(name: str) -> bool:
+    return len(name) == 5 and name[:2].isalnum() and any(c.isdigit() for c in name)
 
 
 def _raises(tree: t.Any) -> bool:

@@ -55,6 +55,8 @@ class _Raw:
     collected: CollectedStep
     piece: Piece | None = None
     stmt: Statement | None = None
+    #: The statement of a DO block the finding is about (``stmt`` is the block).
+    inner: Statement | None = None
 
 
 @dataclass
@@ -199,6 +201,7 @@ def _our_findings(item: CollectedStep, off: frozenset[str]) -> list[_Raw]:
             for message in rule.check(ctx):
                 raws.append(_raw(rule, item, owner[id(outer)], outer, message))
                 if ctx.block is not None:
+                    raws[-1].inner = ctx.stmt
                     raws[-1].finding = _with(
                         raws[-1].finding,
                         message=f"in the DO block at line {outer.line}: {message}",
@@ -328,7 +331,9 @@ def _squawk_findings(
     off: frozenset[str],
 ) -> list[_Raw]:
     volatile = {
-        id(r.stmt) for r in ours if r.finding.rule == "volatile-default-rewrite"
+        id(r.inner or r.stmt)
+        for r in ours
+        if r.finding.rule == "volatile-default-rewrite"
     }
     not_null_before: dict[int, frozenset[tuple[str, str]]] = {}
     not_null_checks: dict[int, set[tuple[str, str]]] = {}

@@ -22,6 +22,7 @@ from .findings import Severity
 __all__ = [
     "EXCLUDED_RULES",
     "KNOWN_RULES",
+    "SQUAWK_RULES",
     "SquawkError",
     "SquawkViolation",
     "find_squawk",
@@ -88,18 +89,21 @@ _ERRORS = frozenset(
     }
 )
 
-#: Every rule name squawk 2.x knows (its default and opt-in rules, read from the
-#: rule table of squawk 2.70 and its rule docs), so a suppression may name any
-#: rule squawk can print. A name squawk prints that is not here is accepted too.
-KNOWN_RULES = frozenset(
+#: Every rule name squawk 2.70 accepts (``--exclude`` validates them; its default
+#: and opt-in rules), so a suppression may name any rule squawk can print. A name
+#: squawk prints that is not here (a newer squawk) is accepted too.
+SQUAWK_RULES = frozenset(
     {
-        *EXCLUDED_RULES,
-        *STYLE_RULES,
-        *_ERRORS,
+        "adding-field-with-default",
+        "adding-foreign-key-constraint",
+        "adding-not-nullable-field",
+        "adding-required-field",
+        "adding-serial-primary-key-field",
         "ban-add-column",
         "ban-add-composite-attribute",
         "ban-add-enum-value",
         "ban-alter-database-options",
+        "ban-alter-domain-with-add-constraint",
         "ban-alter-extension",
         "ban-alter-function-options",
         "ban-alter-generated-expression",
@@ -111,12 +115,16 @@ KNOWN_RULES = frozenset(
         "ban-alter-sequence-values",
         "ban-alter-system-options",
         "ban-alter-view-options",
+        "ban-char-field",
+        "ban-concurrent-index-creation-in-transaction",
         "ban-create-domain-with-constraint",
         "ban-create-policy",
         "ban-detach-inheritance",
         "ban-disable-trigger",
         "ban-drop-column",
         "ban-drop-constraint",
+        "ban-drop-database",
+        "ban-drop-default",
         "ban-drop-domain",
         "ban-drop-extension",
         "ban-drop-function",
@@ -127,6 +135,7 @@ KNOWN_RULES = frozenset(
         "ban-drop-schema",
         "ban-drop-sequence",
         "ban-drop-table",
+        "ban-drop-trigger",
         "ban-drop-type",
         "ban-drop-view",
         "ban-duplicate-column-assignments",
@@ -136,17 +145,39 @@ KNOWN_RULES = frozenset(
         "ban-revoke",
         "ban-set-default",
         "ban-set-schema",
+        "ban-truncate-cascade",
+        "ban-uncommitted-transaction",
+        "changing-column-type",
+        "constraint-missing-not-valid",
+        "disallowed-unique-constraint",
+        "identifier-too-long",
+        "prefer-bigint-over-int",
+        "prefer-bigint-over-smallint",
+        "prefer-identity",
         "prefer-repack",
+        "prefer-robust-stmts",
+        "prefer-text-field",
+        "prefer-timestamp-tz",
         "renaming-column",
         "renaming-object",
         "renaming-table",
+        "require-concurrent-index-creation",
         "require-concurrent-index-deletion",
         "require-concurrent-partition-detach",
+        "require-concurrent-reindex",
+        "require-enum-value-ordering",
         "require-lock-timeout",
         "require-statement-timeout",
         "require-table-schema",
-        "syntax-error",
+        "require-timeout-settings",
+        "transaction-nesting",
     }
+)
+
+#: Rule names valid in a suppression: squawk's, its older aliases, and the names
+#: it prints without accepting them in ``--exclude``.
+KNOWN_RULES = frozenset(
+    {*SQUAWK_RULES, *EXCLUDED_RULES, *STYLE_RULES, "syntax-error", "unused-ignore"}
 )
 
 _BINARY = "squawk.exe" if os.name == "nt" else "squawk"

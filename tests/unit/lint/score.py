@@ -17,9 +17,13 @@ from flask_safe_migrate.core.lint import LintReport
 from flask_safe_migrate.core.lint import lint_steps
 from flask_safe_migrate.core.lint.squawk import find_squawk
 
+from . import corpus
+from . import corpus_pg
 from .conftest import make_step
-from .corpus import CASES
 from .corpus import Case
+
+#: Every corpus case.
+CASES = [*corpus.CASES, *corpus_pg.CASES]
 
 
 @dataclass

@@ -9,20 +9,20 @@ from flask_safe_migrate.core.lint import lint_steps
 from flask_safe_migrate.core.lint.squawk import find_squawk
 
 from .conftest import make_step
-from .corpus import CASES
 from .corpus import Case
+from .score import CASES
 from .score import corpus_report
 from .score import found
 from .score import score
 
 
 def test_corpus_size() -> None:
-    """The corpus holds at least 80 cases with unique ids, safe and dangerous."""
+    """The corpus holds at least 300 cases with unique ids, safe and dangerous."""
     ids = [c.id for c in CASES]
-    assert len(ids) >= 80
+    assert len(ids) >= 300
     assert len(set(ids)) == len(ids)
-    assert sum(1 for c in CASES if not c.expected) >= 30
-    assert sum(1 for c in CASES if c.expected) >= 30
+    assert sum(1 for c in CASES if not c.expected) >= 100
+    assert sum(1 for c in CASES if c.expected) >= 100
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
