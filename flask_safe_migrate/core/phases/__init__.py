@@ -28,6 +28,7 @@ from ..exceptions import RetryExhaustedError
 from ..exceptions import SafeMigrateError
 from ..exceptions import StepFailedError
 from ..ledger import Ledger
+from ..recording import RecordingHandle
 from ..retry import RetryPolicy
 from ..retry import RetryState
 from ..retry import log_before_sleep
@@ -91,11 +92,12 @@ class StepOutcome:
     detail: str = ""
 
 
-class LiveHandle:
+class LiveHandle(RecordingHandle):
     """The handle a function step gets when it runs (a
     :class:`~flask_safe_migrate.core.steps.StepHandle`, and for a backfill a
     :class:`~flask_safe_migrate.core.steps.BackfillHandle`): ``execute`` goes
-    through the step's phase.
+    through the step's phase, and is recorded (the last statement is named when
+    the step fails).
 
     The phase's executor decides what a statement may be (schema rules, index
     rules) and where it goes (the step's transaction, the index build, the
@@ -106,19 +108,11 @@ class LiveHandle:
     def __init__(
         self, step: Step, executor: Executor, *, after: t.Any = None, limit: int = 0
     ) -> None:
-        self._step = step
+        super().__init__(step, limit=limit)
         self._executor = executor
         self._after = after
-        self._limit = limit
         #: Rows the statements changed, as far as the server said.
         self.rowcount = 0
-        #: The statement sent last (named when the step fails).
-        self.last_statement: str | None = None
-
-    @property
-    def step(self) -> Step:
-        """The step being applied."""
-        return self._step
 
     @property
     def after(self) -> t.Any:
@@ -126,16 +120,16 @@ class LiveHandle:
         return self._after
 
     @property
-    def limit(self) -> int:
-        """How many rows this batch should cover."""
-        return self._limit
+    def last_statement(self) -> str | None:
+        """The statement sent last, if any."""
+        return self.statements[-1] if self.statements else None
 
     def execute(
         self, sql: str, params: t.Mapping[str, t.Any] | None = None
     ) -> list[tuple[t.Any, ...]]:
         """Send one statement the phase's way; return its rows (if any)."""
-        logger.debug("step %s: %s", self._step.id, sql)
-        self.last_statement = sql
+        logger.debug("step %s: %s", self.step.id, sql)
+        super().execute(sql, params)
         rows, rowcount = self._executor(sql, params)
         self.rowcount += max(0, rowcount)
         return rows
