@@ -151,6 +151,12 @@ def translate_db_errors(
 
     The message names the step, its file:line, what it was doing and, through
     ``hint``, the statement. Errors of this library pass unchanged.
+
+    :param step: the step whose work runs in the block.
+    :param doing: what the block does, e.g. ``in the build of users_email_key``.
+    :param hint: called with the database error; returns text to append (the
+        statement it points at, what to do about it).
+    :raises StepFailedError: for any other error, chained to it (``__cause__``).
     """
     try:
         yield
