@@ -158,3 +158,24 @@ def test_failed_step_report_has_the_outcomes_before_it(
     assert seen == ["0001_add_score", "0002_fill_score"]
     assert ledger_ids(database) == ["0001_add_score", "0002_fill_score"]
     assert database.scalar("SELECT count(*) FROM leads WHERE score = id") == ROWS
+
+
+def test_dry_run_and_chosen_steps_follow_the_same_order(
+    database: TestDatabase, engines: list[sa.Engine]
+) -> None:
+    """A dry boot run plans the schema steps before the backfill and lists the rest
+    as waiting; ``step_ids`` runs just those steps, with nothing waiting."""
+    make_leads(database)
+    reg = expand_contract()
+    dry = runner(database, reg, engines).run([Phase.SCHEMA], dry_run=True)
+    assert [(o.step_id, o.status) for o in dry.outcomes] == [
+        ("0001_add_score", "planned")
+    ]
+    assert [s.id for s in dry.waiting][:1] == ["0002_fill_score"]
+    assert ledger_ids(database) == []
+    chosen = runner(database, reg, engines).run(
+        [Phase.SCHEMA], step_ids=["0001_add_score"]
+    )
+    assert [o.step_id for o in chosen.applied] == ["0001_add_score"]
+    assert chosen.waiting == []
+    assert ledger_ids(database) == ["0001_add_score"]
