@@ -21,7 +21,6 @@ from flask_safe_migrate.core.exceptions import StepRefusedError
 from flask_safe_migrate.core.runner import Runner
 from flask_safe_migrate.core.settings import MigrateSettings
 from flask_safe_migrate.core.steps import StepRegistry
-from flask_safe_migrate.extension import SafeMigrate
 from tests.flask_migrate_app import app as tutorial
 
 from .services import PG_PASSWORD
@@ -75,23 +74,31 @@ def run_revisions(url: str, registry: StepRegistry | None = None) -> list[str]:
     return [o.status for o in report.outcomes]
 
 
-def flask_db_upgrade(database: TestDatabase, target: str = "head") -> None:
-    """Run Flask-Migrate's ``flask db upgrade`` as a user would (a subprocess)."""
+def flask(
+    database: TestDatabase, *args: str, url: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run ``flask --app <the tutorial app> ARGS`` as a user would (a subprocess)."""
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "DATABASE_URL": database.direct_url,
+        "DATABASE_URL": url or database.bouncer_url,
         "SAFE_MIGRATE_ON_BOOT": "off",
     }
     app = "tests.flask_migrate_app.app:create_app"
-    subprocess.run(
-        [sys.executable, "-m", "flask", "--app", app, "db", "upgrade", target],
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", app, *args],
         cwd=ROOT,
         env=env,
-        check=True,
+        check=check,
         capture_output=True,
+        text=True,
         timeout=120,
     )
+
+
+def flask_db_upgrade(database: TestDatabase, target: str = "head") -> None:
+    """Flask-Migrate's ``flask db upgrade`` (straight to PostgreSQL)."""
+    flask(database, "db", "upgrade", target, url=database.direct_url)
 
 
 def schema_dump(postgres: Postgres, dbname: str) -> str:
@@ -199,19 +206,17 @@ def test_a_flask_migrate_database_is_adopted_then_the_rest_applies(
 ) -> None:
     """Boot and run stop (exit 2) until ``baseline --from-alembic``; then the rest."""
     flask_db_upgrade(database, THIRD)
+    run = flask(database, "safe-migrate", "run", check=False)
+    assert run.returncode == 2, run.stderr
+    assert "flask safe-migrate baseline --from-alembic" in run.stderr
+    assert database.scalar("SELECT to_regclass('safe_migrate_ledger') IS NULL")
     os.environ["DATABASE_URL"] = database.bouncer_url
     try:
         with pytest.raises(ConfigurationError, match="baseline --from-alembic"):
             tutorial.create_app()
-        app = _cli_app(database.bouncer_url)
-        runner = app.test_cli_runner()
-        result = runner.invoke(args=["safe-migrate", "run"])
-        assert result.exit_code == 2, result.output
-        assert "flask safe-migrate baseline --from-alembic" in result.output
         assert not database.scalar("SELECT to_regclass('followers') IS NOT NULL")
-        result = runner.invoke(args=["safe-migrate", "baseline", "--from-alembic"])
-        assert result.exit_code == 0, result.output
-        assert "3 step(s) recorded as applied" in result.output
+        baseline = flask(database, "safe-migrate", "baseline", "--from-alembic")
+        assert "3 step(s) recorded as applied" in baseline.stdout
         tutorial.create_app()
     finally:
         del os.environ["DATABASE_URL"]
@@ -221,15 +226,6 @@ def test_a_flask_migrate_database_is_adopted_then_the_rest_applies(
     )
     assert database.scalar("SELECT to_regclass('followers') IS NOT NULL")
     assert database.query("SELECT version_num FROM alembic_version") == [(THIRD,)]
-
-
-def _cli_app(url: str) -> t.Any:
-    from flask import Flask
-
-    app = Flask(__name__)
-    app.config.update(SQLALCHEMY_DATABASE_URI=url, SAFE_MIGRATE_ON_BOOT="off")
-    SafeMigrate(app, registry=tutorial.safe_migrate.registry)
-    return app
 
 
 _WORKER = textwrap.dedent(
