@@ -48,6 +48,7 @@ __all__ = [
     "alembic_include_object",
     "check_adopted",
     "file_checksum",
+    "index_rewrite",
     "is_revision",
     "load_scripts",
     "register_revisions",
@@ -377,6 +378,25 @@ def render_revision_sql(script: Script) -> list[str]:
             f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
         )
     return [s for s in buffer.statements if s]
+
+
+def index_rewrite(
+    step: Step, *, table: str, columns: t.Sequence[str], unique: bool, name: str
+) -> str:
+    """How to move a revision's plain ``op.create_index`` to the index phase.
+
+    Returned as one sentence for ``check`` to show with its finding.
+    """
+    unique_arg = ", unique=True" if unique else ""
+    call = (
+        f"migrate.index({f'{step.id}_{name}'!r}, table={table!r}, "
+        f"columns={list(columns)!r}{unique_arg}, name={name!r})"
+    )
+    return (
+        f"while revision {step.id} is applied nowhere yet, delete its "
+        f"op.create_index({name!r}, ...) and register {call} after "
+        "migrate.alembic(...)"
+    )
 
 
 # -- adoption -----------------------------------------------------------------------
