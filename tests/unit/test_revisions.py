@@ -176,6 +176,11 @@ def test_check_reports_plain_create_index_on_an_existing_table() -> None:
     assert ("e5f6a7b8c906", "require-concurrent-index") in found
     assert (LAST, "require-concurrent-index") in found
     assert all("migrate.index" in f.hint for f in report.findings)
+    language = next(f for f in report.findings if f.step_id == "e5f6a7b8c906")
+    assert (
+        "migrate.index('e5f6a7b8c906_ix_post_language', table='post', "
+        "columns=['language'], name='ix_post_language') after migrate.alembic(...)"
+    ) in language.describe()
     assert not any(f.step_id == FIRST for f in report.findings), "a new table's index"
 
 
