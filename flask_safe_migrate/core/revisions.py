@@ -43,6 +43,7 @@ if t.TYPE_CHECKING:
 
 __all__ = [
     "ALEMBIC_VERSION_SQL",
+    "BASELINE_COMMAND",
     "INSTALL_HINT",
     "RevisionFunction",
     "alembic_include_object",
@@ -94,6 +95,7 @@ def load_scripts(directory: str | os.PathLike[str]) -> list[Script]:
     try:
         from alembic.config import Config
         from alembic.script import ScriptDirectory
+        from alembic.script.revision import RevisionError
         from alembic.util import CommandError
     except ImportError:
         raise _alembic_missing("migrate.alembic()") from None
@@ -113,7 +115,7 @@ def load_scripts(directory: str | os.PathLike[str]) -> list[Script]:
         if len(heads) > 1:
             raise RegistrationError(_several_heads(script, heads))
         newest_first = list(script.walk_revisions("base", "heads"))
-    except CommandError as exc:
+    except (CommandError, RevisionError) as exc:
         raise RegistrationError(f"Alembic directory {path}: {exc}") from exc
     return newest_first[::-1]
 

@@ -104,6 +104,15 @@ def test_several_heads_are_refused_naming_the_files(tmp_path: Path) -> None:
     assert "merge heads" in str(info.value)
 
 
+def test_a_dependency_cycle_is_a_registration_error(tmp_path: Path) -> None:
+    """Revisions that come after each other cannot be ordered."""
+    versions = tmp_path / "m" / "versions"
+    write_revision(versions, "aaaa00000001", "bbbb00000002", "pass")
+    write_revision(versions, "bbbb00000002", "aaaa00000001", "pass")
+    with pytest.raises(RegistrationError, match="Cycle is detected"):
+        register_revisions(StepRegistry(), tmp_path / "m")
+
+
 def test_a_merge_revision_orders_both_branches_before_it(tmp_path: Path) -> None:
     """A merged history is ordered as Alembic upgrades it: parents before children."""
     versions = tmp_path / "m" / "versions"
