@@ -28,10 +28,10 @@ from .disconnects import error_sqlstate
 from .exceptions import ConfigurationError
 from .exceptions import RegistrationError
 from .exceptions import StepRefusedError
-from .lint.parse import SqlSyntaxError
-from .lint.parse import Statement
-from .lint.parse import StatementKind
-from .lint.parse import split_statements
+from .sql import SqlSyntaxError
+from .sql import Statement
+from .sql import StatementKind
+from .sql import split_statements
 from .steps import CATEGORIES
 from .steps import Phase
 from .steps import Step
