@@ -314,3 +314,21 @@ def test_alembic_directory_setting_after_other_steps_is_refused(app: Flask) -> N
     migrate.sql("0001_new", "CREATE TABLE n (id int)")
     with pytest.raises(ConfigurationError, match="before registering those steps"):
         migrate.init_app(app)
+
+
+def test_check_reports_an_autocommit_block_before_any_run(tmp_path: Path) -> None:
+    """A concurrent index in autocommit_block() is an error finding of ``check``."""
+    from flask_safe_migrate.core import commands
+    from flask_safe_migrate.core.settings import MigrateSettings
+
+    body = (
+        "with op.get_context().autocommit_block():\n"
+        '        op.create_index("ix", "t", ["id"], postgresql_concurrently=True)'
+    )
+    write_revision(tmp_path / "m" / "versions", "aaaa00000001", None, body)
+    registry = StepRegistry()
+    register_revisions(registry, tmp_path / "m")
+    report = commands.check(MigrateSettings(), registry, squawk=False)
+    rules = {f.rule for f in report.findings}
+    assert {"concurrent-index-outside-index-phase", "transaction-control"} <= rules
+    assert not report.ok
