@@ -106,13 +106,32 @@ class LiveHandle(RecordingHandle):
     """
 
     def __init__(
-        self, step: Step, executor: Executor, *, after: t.Any = None, limit: int = 0
+        self,
+        step: Step,
+        executor: Executor,
+        *,
+        after: t.Any = None,
+        limit: int = 0,
+        connection: sa.Connection | None = None,
     ) -> None:
         super().__init__(step, limit=limit)
         self._executor = executor
         self._after = after
+        self._connection = connection
         #: Rows the statements changed, as far as the server said.
         self.rowcount = 0
+
+    @property
+    def connection(self) -> sa.Connection | None:
+        """The step's own SQLAlchemy connection, inside the step's transaction
+        (schema steps and backfill batches; None in an index step).
+
+        For code that drives its own SQL layer on it (an Alembic revision runs
+        through Alembic's ``Operations`` here): statements sent on it belong to the
+        step's transaction, under its lock and ``SET LOCAL`` timeouts. Never commit,
+        roll back or close it; the runner ends the transaction with the ledger row.
+        """
+        return self._connection
 
     @property
     def after(self) -> t.Any:

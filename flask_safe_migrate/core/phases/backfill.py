@@ -490,6 +490,7 @@ class BackfillPhase(PhaseRunner):
                     connection_executor(conn),
                     after=progress.get("cursor"),
                     limit=run.size,
+                    connection=conn,
                 )
                 cursor = step.fn(handle)
                 seconds = self._clock() - t0

@@ -243,7 +243,9 @@ class SchemaPhase(PhaseRunner):
                 message = f"{step.sql}\n;\n{insert};\nCOMMIT"
             else:
                 assert step.fn is not None
-                attempts.handle = LiveHandle(step, _schema_executor(step, conn))
+                attempts.handle = LiveHandle(
+                    step, _schema_executor(step, conn), connection=conn
+                )
                 step.fn(attempts.handle)
                 message = f"{insert};\nCOMMIT"
             try:
