@@ -423,7 +423,9 @@ class IndexPhase(PhaseRunner):
         try:
             claim, _ = policy.call(self._claim, step)
         except RetryExhaustedError as exc:
-            return t.cast(_LeaseHeldError, exc.last_exception).holder
+            if not isinstance(exc.last_exception, _LeaseHeldError):
+                raise  # the ledger stayed unreachable (the query's own retries)
+            return exc.last_exception.holder
         return claim
 
     def _claim(self, step: Step) -> str | None:
