@@ -22,11 +22,7 @@ from .core.exceptions import LintViolationError
 from .core.exceptions import LockNotAcquiredError
 from .core.exceptions import RegistrationError
 from .core.exceptions import SafeMigrateError
-from .core.lint import Finding
-from .core.lint import LintReport
-from .core.lint import render_github
-from .core.lint import render_sarif
-from .core.lint import report_to_dict
+from .core.lazy import lazy_module
 from .core.phases.backfill import BackfillProgress
 from .core.phases.backfill import progress_fields
 from .core.retry import RetryState
@@ -36,6 +32,14 @@ from .core.steps import Phase
 from .extension import _AppState
 from .extension import get_state
 from .extension import migration_engine
+
+if t.TYPE_CHECKING:
+    from .core import lint
+    from .core.lint import Finding
+    from .core.lint import LintReport
+else:
+    # The linter (and the SQL parser) load only when `check` runs (see core.lazy).
+    lint = lazy_module("flask_safe_migrate.core.lint")
 
 __all__ = ["EXIT_CODES", "exit_code_for", "group"]
 
@@ -557,7 +561,7 @@ def doctor_command(as_json: bool) -> None:
 
 
 #: ``check --format`` renderers of the formats CI systems read.
-_CHECK_RENDERERS = {"sarif": render_sarif, "github": render_github}
+_CHECK_RENDERERS = {"sarif": "render_sarif", "github": "render_github"}
 
 
 @group.command("check")
@@ -581,9 +585,9 @@ def check_command(
     """
     report = check_steps(_state(), paths, squawk=not no_squawk)
     if as_json or output_format == "json":
-        _echo_json(report_to_dict(report))
+        _echo_json(lint.report_to_dict(report))
     elif output_format in _CHECK_RENDERERS:
-        click.echo(_CHECK_RENDERERS[output_format](report))
+        click.echo(getattr(lint, _CHECK_RENDERERS[output_format])(report))
     else:
         click.echo(render_check(report))
     if not report.ok:

@@ -26,9 +26,8 @@ from .exceptions import ConfigurationError
 from .exceptions import DatabaseUnavailableError
 from .exceptions import RetryExhaustedError
 from .exceptions import StatementFailedError
+from .lazy import lazy_module
 from .ledger import LedgerRow
-from .lint import check_steps
-from .lint.findings import LintReport
 from .phases.backfill import BackfillProgress
 from .phases.index import IndexTarget
 from .phases.index import dedup_sql
@@ -46,6 +45,13 @@ from .transaction import open_autocommit_or_dispose
 from .transaction import release
 from .transaction import run_with_retry_stats
 from .transaction import settings_policy
+
+if t.TYPE_CHECKING:
+    from . import lint
+    from .lint.findings import LintReport
+else:
+    # The linter (and the SQL parser) load only when `check` runs (see core.lazy).
+    lint = lazy_module("flask_safe_migrate.core.lint")
 
 __all__ = [
     "DoctorReport",
@@ -230,14 +236,14 @@ def plan(
             s for s in registry.steps() if s.phase in {Phase.parse(p) for p in phases}
         ]
     )
-    for step in selected:
-        if step.phase is Phase.SCHEMA and step.sql is not None:
-            check_schema_sql(step, step.sql)
     pending = [
         s
         for s in selected
         if rows is None or s.id not in rows or not rows[s.id].is_applied
     ]
+    for step in pending:  # an applied step is not parsed
+        if step.phase is Phase.SCHEMA and step.sql is not None:
+            check_schema_sql(step, step.sql)
     return PlanReport(
         steps=[PlannedStep(s, tuple(record_step(s))) for s in pending],
         ledger_exists=rows is not None,
@@ -353,7 +359,11 @@ def _record_applied_sql(runner: Runner, steps: t.Sequence[Step]) -> list[str]:
     """Ledger inserts that record ``steps`` applied, keeping rows already there."""
     return [
         runner.ledger.insert_applied_sql(
-            step_id=s.id, phase=s.phase.value, checksum=s.checksum, attempts=0
+            step_id=s.id,
+            phase=s.phase.value,
+            checksum=s.checksum,
+            attempts=0,
+            text_checksum=s.text_checksum,
         )
         + " ON CONFLICT (step_id) DO NOTHING"
         for s in steps
@@ -543,7 +553,7 @@ def check(
     :param squawk: run squawk's DDL-safety rules too, when squawk is installed.
     :returns: the report; ``report.ok`` is False when there are error findings.
     """
-    return check_steps(
+    return lint.check_steps(
         registry.steps(),
         paths=paths,
         disabled=settings.lint_disabled_rules,

@@ -11,7 +11,12 @@ import sqlalchemy as sa
 from .exceptions import ConfigurationError
 from .settings import MigrateSettings
 
-__all__ = ["build_migration_engine", "parse_database_url", "safe_url"]
+__all__ = [
+    "build_migration_engine",
+    "initialize_dialect",
+    "parse_database_url",
+    "safe_url",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -148,9 +153,88 @@ def build_migration_engine(
     user_options = dict(settings.engine_options)
     connect_args.update(user_options.pop("connect_args", {}))
     options.update(user_options)
+    # No hstore type lookup on each new connection (the migration engine needs none).
+    options.setdefault("use_native_hstore", False)
     engine = sa.create_engine(parsed, connect_args=connect_args, **options)
+    defer_dialect_initialize(engine)
     if not options["pool_pre_ping"]:
         sa.event.listen(engine, "checkin", _record_checkin)
         sa.event.listen(engine, "checkout", _ping_after_idle)
     logger.debug("migration engine for %s", safe_url(parsed))
     return engine
+
+
+# -- the dialect's first-connect queries ----------------------------------------------
+
+#: Marks a dialect initialized from the login facts only (see initialize_dialect).
+_FROM_LOGIN = "_safe_migrate_initialized_from_login"
+
+
+def login_facts(dbapi_connection: t.Any) -> tuple[tuple[int, ...], bool]:
+    """The server version and whether strings take backslash escapes, as the
+    server reported them at login (no I/O).
+
+    Driver-specific: psycopg2 and psycopg 3 both expose ``info.server_version``
+    (e.g. ``160004``) and ``info.parameter_status(name)``; the driver interface
+    may take this function over.
+    """
+    info = dbapi_connection.info
+    number = int(info.server_version)
+    version = (
+        (number // 10000, number % 10000)
+        if number >= 100000
+        else (
+            number // 10000,
+            number // 100 % 100,
+            number % 100,
+        )
+    )
+    escapes = info.parameter_status("standard_conforming_strings") == "off"
+    return version, escapes
+
+
+def defer_dialect_initialize(engine: sa.Engine) -> None:
+    """Let the first connection initialize the dialect without a query.
+
+    SQLAlchemy initializes a dialect on the pool's first connection with about
+    nine queries (server version, ``current_schema()``, isolation level,
+    ``standard_conforming_strings``, type lookups). The migration engine sends its
+    own SQL as text, which needs none of them, so the first connection sets the
+    server version and string escaping from what the server reported at login
+    (:func:`login_facts`); the schema name and default isolation level are left
+    unknown until :func:`initialize_dialect` runs the full initialization, which
+    a step's handle does when it first lends its SQLAlchemy connection (user code
+    or an Alembic revision may reflect or compile with it).
+    An up-to-date boot thus sends one query after login: the ledger read.
+    """
+    dialect = engine.dialect
+    setattr(dialect, _FROM_LOGIN, True)  # a flag on our own dialect
+
+    def initialize(connection: sa.Connection) -> None:
+        version, escapes = login_facts(connection.connection.dbapi_connection)
+        facts: dict[str, t.Any] = {
+            "_get_server_version_info": lambda conn: version,
+            "_get_default_schema_name": lambda conn: None,
+            "get_default_isolation_level": lambda dbapi_conn: None,
+            "_set_backslash_escapes": lambda conn: None,
+        }
+        vars(dialect).update(facts)
+        try:
+            type(dialect).initialize(dialect, connection)
+        finally:
+            for name in facts:
+                delattr(dialect, name)
+        dialect._backslash_escapes = escapes  # type: ignore[attr-defined]
+
+    dialect.initialize = initialize  # type: ignore[method-assign]
+
+
+def initialize_dialect(connection: sa.Connection) -> None:
+    """Run the dialect's full first-connect initialization once (its queries),
+    if :func:`defer_dialect_initialize` deferred it: before code that may need
+    the default schema or isolation level (a function step)."""
+    dialect = connection.dialect
+    if not getattr(dialect, _FROM_LOGIN, False):
+        return
+    type(dialect).initialize(dialect, connection)
+    setattr(dialect, _FROM_LOGIN, False)

@@ -48,6 +48,9 @@ class LedgerRow:
     progress: dict[str, t.Any] | None = None
     lease_owner: str | None = None
     lease_expires_at: dt.datetime | None = None
+    #: The step's text checksum (no parsing to compare): ``""`` when the row has
+    #: none yet, None when the ledger predates the ``text_checksum`` column.
+    text_checksum: str | None = None
 
     @property
     def is_applied(self) -> bool:
@@ -71,6 +74,10 @@ class Ledger:
         ).digest()
         #: The ``pg_advisory_xact_lock`` key that serializes runners on this ledger.
         self.lock_key = int.from_bytes(digest[:8], "big", signed=True)
+        #: Whether the ledger has the ``text_checksum`` column, so that the rows
+        #: written record it (set by the runner once it knows; a ledger created by
+        #: an older version gets it in :meth:`create_sql`).
+        self.records_text_checksum = False
 
     # -- statements ------------------------------------------------------------
 
@@ -93,13 +100,38 @@ class Ledger:
             "    attempts integer NOT NULL DEFAULT 1,\n"
             "    progress jsonb,\n"
             "    lease_owner text,\n"
-            "    lease_expires_at timestamptz\n"
-            ")"
+            "    lease_expires_at timestamptz,\n"
+            "    text_checksum text\n"
+            f");\nALTER TABLE {self.qualified} "
+            "ADD COLUMN IF NOT EXISTS text_checksum text"
+        )
+
+    def record_text_checksums_sql(
+        self, checksums: t.Mapping[str, tuple[str, str]]
+    ) -> str:
+        """Record the text checksum of applied rows whose checksum still matches.
+
+        :param checksums: step id to ``(checksum, text_checksum)``.
+        """
+        values = ", ".join(
+            f"({literal(i)}, {literal(c)}, {literal(x)})"
+            for i, (c, x) in checksums.items()
+        )
+        return (
+            f"UPDATE {self.qualified} AS l SET text_checksum = v.x FROM (VALUES "
+            f"{values}) AS v (i, c, x) WHERE l.step_id = v.i AND l.checksum = v.c "
+            "AND l.state = 'applied'"
         )
 
     def select_all_sql(self) -> str:
-        """The one query of the fast path: every row."""
-        return f"SELECT {', '.join(_COLUMNS)} FROM {self.qualified} ORDER BY started_at"
+        """The one query of the fast path: every row, with its text checksum (``""``
+        when unset, NULL when the ledger has no such column: read through
+        ``to_jsonb`` so that a ledger of an older version reads the same)."""
+        return (
+            f"SELECT {', '.join(_COLUMNS)}, coalesce(to_jsonb(l)->>'text_checksum', "
+            "CASE WHEN to_jsonb(l) ? 'text_checksum' THEN '' END) "
+            f"FROM {self.qualified} AS l ORDER BY started_at"
+        )
 
     def select_one_sql(self, step_id: str) -> str:
         """Select one step's row (its state and checksum)."""
@@ -123,39 +155,59 @@ class Ledger:
         checksum: str,
         attempts: int,
         progress: dict[str, t.Any] | None = None,
+        text_checksum: str | None = None,
     ) -> str:
         """Record a step as applied; its duration is measured by the server.
 
         ``statement_timestamp()`` is when the message carrying the step arrived, so
         put this statement in the same message as the step's SQL.
         """
+        column, value, _ = self._text_column(text_checksum)
         return (
             f"INSERT INTO {self.qualified} "
             "(step_id, phase, checksum, state, applied_at, started_at, "
-            "duration_seconds, attempts, progress) VALUES ("
+            f"duration_seconds, attempts, progress{column}) VALUES ("
             f"{literal(step_id)}, {literal(phase)}, {literal(checksum)}, 'applied', "
             "clock_timestamp(), statement_timestamp(), "
             "extract(epoch FROM clock_timestamp() - statement_timestamp()), "
-            f"{literal(attempts)}, {literal(progress)})"
+            f"{literal(attempts)}, {literal(progress)}{value})"
         )
 
     def upsert_applied_sql(
-        self, *, step_id: str, phase: str, checksum: str, attempts: int
+        self,
+        *,
+        step_id: str,
+        phase: str,
+        checksum: str,
+        attempts: int,
+        text_checksum: str | None = None,
     ) -> str:
         """Mark a step applied, whether or not it has a row yet (baseline, phases)."""
         return (
             self.insert_applied_sql(
-                step_id=step_id, phase=phase, checksum=checksum, attempts=attempts
+                step_id=step_id,
+                phase=phase,
+                checksum=checksum,
+                attempts=attempts,
+                text_checksum=text_checksum,
             )
             + " ON CONFLICT (step_id) DO UPDATE SET state = 'applied', "
             "applied_at = clock_timestamp(), checksum = EXCLUDED.checksum, "
             "attempts = EXCLUDED.attempts, lease_owner = NULL, lease_expires_at = NULL"
+            + self._text_column(text_checksum)[2]
         )
 
     # -- leases (index steps) ----------------------------------------------------
 
     def claim_lease_sql(
-        self, step_id: str, *, phase: str, checksum: str, owner: str, seconds: float
+        self,
+        step_id: str,
+        *,
+        phase: str,
+        checksum: str,
+        owner: str,
+        seconds: float,
+        text_checksum: str | None = None,
     ) -> str:
         """Claim a step's lease for ``owner`` unless someone else holds a live one.
 
@@ -163,14 +215,15 @@ class Ledger:
         seconds left on it.
         """
         q, sid = self.qualified, literal(step_id)
+        column, value, update = self._text_column(text_checksum)
         return (
             f"WITH claim AS (INSERT INTO {q} AS l (step_id, phase, checksum, state, "
-            "attempts, lease_owner, lease_expires_at) VALUES "
+            f"attempts, lease_owner, lease_expires_at{column}) VALUES "
             f"({sid}, {literal(phase)}, {literal(checksum)}, 'running', 1, "
-            f"{literal(owner)}, clock_timestamp() + {_interval(seconds)}) "
+            f"{literal(owner)}, clock_timestamp() + {_interval(seconds)}{value}) "
             "ON CONFLICT (step_id) DO UPDATE SET lease_owner = EXCLUDED.lease_owner, "
             "lease_expires_at = EXCLUDED.lease_expires_at, "
-            "checksum = EXCLUDED.checksum, "
+            f"checksum = EXCLUDED.checksum{update}, "
             "attempts = l.attempts + (l.lease_owner IS DISTINCT FROM "
             "EXCLUDED.lease_owner)::int "
             "WHERE l.state <> 'applied' AND (l.lease_owner IS NULL OR "
@@ -212,16 +265,24 @@ class Ledger:
     # -- checkpoints (backfill steps) --------------------------------------------
 
     def start_sql(
-        self, step_id: str, *, phase: str, checksum: str, progress: dict[str, t.Any]
+        self,
+        step_id: str,
+        *,
+        phase: str,
+        checksum: str,
+        progress: dict[str, t.Any],
+        text_checksum: str | None = None,
     ) -> str:
         """Create a step's ``running`` row with ``progress``, or count one more
         attempt on the row that is there (unless it is applied)."""
+        column, value, update = self._text_column(text_checksum)
         return (
             f"INSERT INTO {self.qualified} AS l (step_id, phase, checksum, state, "
-            f"attempts, progress) VALUES ({literal(step_id)}, {literal(phase)}, "
-            f"{literal(checksum)}, 'running', 1, {literal(progress)}) "
+            f"attempts, progress{column}) VALUES ({literal(step_id)}, "
+            f"{literal(phase)}, {literal(checksum)}, 'running', 1, "
+            f"{literal(progress)}{value}) "
             "ON CONFLICT (step_id) DO UPDATE SET attempts = l.attempts + 1, "
-            "checksum = EXCLUDED.checksum WHERE l.state <> 'applied'"
+            f"checksum = EXCLUDED.checksum{update} WHERE l.state <> 'applied'"
         )
 
     def progress_sql(
@@ -291,9 +352,22 @@ class Ledger:
 
     @staticmethod
     def row(values: t.Sequence[t.Any]) -> LedgerRow:
-        """Build a :class:`LedgerRow` from a row of :meth:`select_all_sql`."""
-        data = dict(zip(_COLUMNS, values, strict=True))
-        return LedgerRow(**data)
+        """Build a :class:`LedgerRow` from a row of :meth:`select_all_sql` (or of
+        :meth:`select_one_sql`, without the text checksum)."""
+        data = dict(zip(_COLUMNS, values[: len(_COLUMNS)], strict=True))
+        extra = values[len(_COLUMNS) :]
+        return LedgerRow(**data, text_checksum=extra[0] if extra else None)
+
+    def _text_column(self, text_checksum: str | None) -> tuple[str, str, str]:
+        """The column, value and ON CONFLICT update that record a text checksum,
+        or empty strings when the ledger has no such column or there is none."""
+        if not self.records_text_checksum or text_checksum is None:
+            return "", "", ""
+        return (
+            ", text_checksum",
+            f", {literal(text_checksum)}",
+            ", text_checksum = EXCLUDED.text_checksum",
+        )
 
 
 def _interval(seconds: float) -> str:

@@ -187,7 +187,7 @@ def _revision_step(script: Script, category: str | None) -> Step:
     return Step(
         id=script.revision,
         phase=Phase.SCHEMA,
-        checksum=file_checksum(script.path),
+        text_checksum=file_checksum(script.path),
         location=_display(script.path),
         fn=RevisionFunction(script),
         category=category,

@@ -16,9 +16,9 @@ from .disconnects import error_sqlstate
 from .exceptions import ChecksumMismatchError
 from .exceptions import LintViolationError
 from .exceptions import StepFailedError
+from .lazy import lazy_module
 from .ledger import Ledger
 from .ledger import LedgerRow
-from .lint import run_time_findings
 from .phases import PhaseRunner
 from .phases import StepOutcome
 from .phases.backfill import BackfillPhase
@@ -33,7 +33,14 @@ from .settings import MigrateSettings
 from .steps import Phase
 from .steps import Step
 from .steps import StepRegistry
+from .steps import check_declared_sql
 from .transaction import send_idempotent
+
+if t.TYPE_CHECKING:
+    from . import lint
+else:
+    # The linter (and the SQL parser) load only when a pending step is linted.
+    lint = lazy_module("flask_safe_migrate.core.lint")
 
 __all__ = ["RunReport", "Runner", "StepStatus"]
 
@@ -143,23 +150,34 @@ class Runner:
             if error_sqlstate(exc) == _UNDEFINED_TABLE:
                 return None
             raise
-        return {r[0]: self.ledger.row(r) for r in rows}
+        result = {r[0]: self.ledger.row(r) for r in rows}
+        if any(r.text_checksum is not None for r in result.values()):
+            self.ledger.records_text_checksum = True
+        return result
 
     def _query(self, sql: str) -> list[tuple[t.Any, ...]]:
         """Run one read-only query, retried whole on disconnects."""
         return send_idempotent(self.engine, sql, self.policy())
 
-    def ensure_ledger(self) -> None:
-        """Create the ledger if missing, under the migration lock (one message)."""
-        message = ";\n".join(
-            [
-                "BEGIN",
-                self.ledger.lock_sql(self.settings.advisory_lock_wait_seconds),
-                self.ledger.create_sql(),
-                "COMMIT",
-            ]
-        )
-        send_idempotent(self.engine, message, self.policy())
+    def ensure_ledger(
+        self, text_checksums: t.Mapping[str, tuple[str, str]] | None = None
+    ) -> None:
+        """Create the ledger if missing, or add the ``text_checksum`` column to one
+        of an older version, under the migration lock (one message).
+
+        :param text_checksums: step id to ``(checksum, text_checksum)``: record the
+            text checksum of these applied rows (where the checksum still matches),
+            so the next boots compare them without parsing.
+        """
+        statements = [
+            "BEGIN",
+            self.ledger.lock_sql(self.settings.advisory_lock_wait_seconds),
+            self.ledger.create_sql(),
+        ]
+        if text_checksums:
+            statements.append(self.ledger.record_text_checksums_sql(text_checksums))
+        send_idempotent(self.engine, ";\n".join([*statements, "COMMIT"]), self.policy())
+        self.ledger.records_text_checksum = True
         logger.info("ledger %s is ready", self.ledger.qualified)
 
     # -- deciding ----------------------------------------------------------------
@@ -182,7 +200,7 @@ class Runner:
             row = rows.get(step.id)
             if row is None:
                 state = "pending"
-            elif row.checksum != step.checksum and row.is_applied:
+            elif row.is_applied and not _same_checksum(step, row):
                 state = "changed"
             elif row.is_applied:
                 state = "applied"
@@ -191,37 +209,31 @@ class Runner:
             result.append(StepStatus(step=step, state=state, row=row))
         return result
 
-    def preflight(self, steps: t.Sequence[Step]) -> None:
-        """Refuse the whole run before anything is sent if any SQL step is invalid.
+    def preflight(self, pending: t.Sequence[Step]) -> None:
+        """Refuse the whole run before anything is written if a pending SQL step is
+        invalid: only pending steps are parsed, so an up-to-date boot parses
+        nothing and never loads the parser or the linter.
 
-        Then, with ``lint_on_run``, lint the SQL steps with our own rules (no
-        squawk, no function step is run: this is on the boot path) and refuse
-        error findings of steps that are not applied yet. The ledger is read
-        only when there is such a finding, so a clean boot costs nothing more.
+        Then, with ``lint_on_run``, lint the pending SQL steps with our own rules
+        (no squawk, no function step is run: this is on the boot path; a step's
+        findings never depend on the other steps) and refuse error findings.
 
         :raises StepRefusedError: a schema step's SQL is invalid or not allowed.
+        :raises RegistrationError: a declarative index or backfill step's options
+            do not make one valid statement.
         :raises LintViolationError: error findings (not suppressed inline, not in
             ``lint_disabled_rules``) in pending steps.
         """
         parsed = {}
-        for step in steps:
+        for step in pending:
             if step.phase is Phase.SCHEMA and step.sql is not None:
                 parsed[step.id] = check_schema_sql(step, step.sql)
-        if not self.settings.lint_on_run:
+            check_declared_sql(step)
+        if not self.settings.lint_on_run or not any(s.sql for s in pending):
             return
-        findings = run_time_findings(
-            steps, disabled=self.settings.lint_disabled_rules, parsed=parsed
+        blocking = lint.run_time_findings(
+            pending, disabled=self.settings.lint_disabled_rules, parsed=parsed
         )
-        if not findings:
-            return
-        # Only now read the ledger: an applied step is never run again, so its
-        # findings do not block (whichever runner applied it).
-        rows = self.read_ledger() or {}
-        blocking = [
-            f
-            for f in findings
-            if f.step_id not in rows or not rows[f.step_id].is_applied
-        ]
         if not blocking:
             return
         shown = "; ".join(f"{f.describe()} ({f.hint})" for f in blocking[:3])
@@ -262,14 +274,16 @@ class Runner:
         started = self._clock()
         report = RunReport(phases=tuple(p.value for p in phases), dry_run=dry_run)
         steps = self.select_steps(phases, step_ids)
-        self.preflight(steps)
         rows = self.read_ledger()
+        text_checksums = self._plan(report, phases, step_ids, rows or {})
+        self.preflight(report.pending)
         revisions.check_adopted(steps, rows or {}, self._query)
-        if rows is None:
-            rows = {}
-            if not dry_run:
-                self.ensure_ledger()
-        self._plan(report, phases, step_ids, rows)
+        if not dry_run and (
+            rows is None
+            or text_checksums
+            or (report.pending and not self.ledger.records_text_checksum)
+        ):
+            self.ensure_ledger(text_checksums)
         if dry_run:
             report.outcomes = [
                 StepOutcome(s.id, s.phase.value, "planned") for s in report.pending
@@ -293,8 +307,13 @@ class Runner:
         phases: t.Sequence[Phase],
         step_ids: t.Sequence[str] | None,
         rows: t.Mapping[str, LedgerRow],
-    ) -> None:
-        """Fill ``report.changed``, ``pending`` and ``waiting`` from the ledger."""
+    ) -> dict[str, tuple[str, str]]:
+        """Fill ``report.changed``, ``pending`` and ``waiting`` from the ledger.
+
+        :returns: the applied steps whose ledger row lacks their text checksum
+            (written by an older version, or the text changed but not its
+            normalized form), as step id to ``(checksum, text_checksum)``.
+        """
         chosen = self.select_steps(list(Phase), step_ids)
         statuses = self.statuses(chosen, rows)
         report.changed = [
@@ -308,6 +327,13 @@ class Runner:
         outside = [i for i, s in enumerate(pending) if s.phase not in phases]
         stop = outside[0] if outside and not step_ids else len(pending)
         report.pending, report.waiting = pending[:stop], pending[stop:]
+        return {
+            s.step.id: (s.step.checksum, s.step.text_checksum)
+            for s in statuses
+            if s.state == "applied"
+            and s.row is not None
+            and s.row.text_checksum != s.step.text_checksum
+        }
 
     def _apply_pending(
         self, report: RunReport, started: float, max_seconds: float | None
@@ -348,3 +374,11 @@ class Runner:
             "to run anyway",
             step_ids=[s.step.id for s in changed],
         )
+
+
+def _same_checksum(step: Step, row: LedgerRow) -> bool:
+    """Whether ``step`` is what ``row`` recorded: by text checksum when the row has
+    one (no parsing), else by the normalized checksum (parses the step's SQL)."""
+    if row.text_checksum and row.text_checksum == step.text_checksum:
+        return True
+    return row.checksum == step.checksum

@@ -1,13 +1,14 @@
 """SQL text: split and classify statements (the only module that imports pglast), quote.
 
 The bottom layer: every other module may use it, and it imports nothing of the
-package.
+package but :mod:`core.lazy` (pglast is loaded on the first parse).
 """
 
 from __future__ import annotations
 
 import bisect
 import enum
+import functools
 import json
 import re
 import string
@@ -15,9 +16,15 @@ import typing as t
 from dataclasses import dataclass
 from dataclasses import field
 
-import pglast.ast
-import pglast.enums
-import pglast.parser
+from .lazy import lazy_module
+
+if t.TYPE_CHECKING:
+    import pglast.ast
+    import pglast.enums
+    import pglast.parser
+else:
+    # Imported on first parse: an up-to-date boot never parses (see core.lazy).
+    pglast = lazy_module("pglast")
 
 __all__ = [
     "SqlComment",
@@ -523,33 +530,39 @@ def _add_relations(value: t.Any, facts: _Facts) -> None:
         _add_relations(value.relation, facts)
 
 
-_RELATION_OBJECTS = frozenset(
-    {
-        pglast.enums.ObjectType.OBJECT_FOREIGN_TABLE,
-        pglast.enums.ObjectType.OBJECT_INDEX,
-        pglast.enums.ObjectType.OBJECT_MATVIEW,
-        pglast.enums.ObjectType.OBJECT_SEQUENCE,
-        pglast.enums.ObjectType.OBJECT_TABLE,
-        pglast.enums.ObjectType.OBJECT_VIEW,
-    }
+_RELATION_OBJECT_NAMES = (
+    "OBJECT_FOREIGN_TABLE",
+    "OBJECT_INDEX",
+    "OBJECT_MATVIEW",
+    "OBJECT_SEQUENCE",
+    "OBJECT_TABLE",
+    "OBJECT_VIEW",
 )
+
+
+@functools.cache
+def _relation_objects() -> frozenset[t.Any]:
+    """The object types that name a relation (built on first use: pglast is lazy)."""
+    return frozenset(
+        getattr(pglast.enums.ObjectType, n) for n in _RELATION_OBJECT_NAMES
+    )
 
 
 def _add_special_relations(node: t.Any, facts: _Facts) -> None:
     """Relations held as name lists (DROP, COMMENT) or in GRANT's object list."""
     type_name = type(node).__name__
-    if type_name == "DropStmt" and node.removeType in _RELATION_OBJECTS:
+    if type_name == "DropStmt" and node.removeType in _relation_objects():
         for obj in node.objects or ():
             facts.relation(_dotted(obj))
     elif type_name == "CommentStmt":
-        if node.objtype in _RELATION_OBJECTS:
+        if node.objtype in _relation_objects():
             facts.relation(_dotted(node.object))
         elif node.objtype == pglast.enums.ObjectType.OBJECT_COLUMN:
             facts.relation(_dotted(node.object[:-1]))
     elif (
         type_name == "GrantStmt"
         and node.targtype == pglast.enums.GrantTargetType.ACL_TARGET_OBJECT
-        and node.objtype in _RELATION_OBJECTS
+        and node.objtype in _relation_objects()
     ):
         _add_relations(node.objects, facts)
 

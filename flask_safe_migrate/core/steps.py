@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import difflib
 import enum
+import functools
 import hashlib
 import inspect
 import os
@@ -32,9 +33,11 @@ __all__ = [
     "StepRegistrar",
     "StepRegistry",
     "backfill_batch_template",
+    "check_declared_sql",
     "index_element",
     "index_sql",
     "sql_checksum",
+    "text_checksum",
 ]
 
 #: Small-DML categories a schema step may declare to run DML.
@@ -105,17 +108,35 @@ F = t.TypeVar("F", bound=t.Callable[..., object])
 
 @dataclass(frozen=True)
 class Step:
-    """One registered step: SQL or a function, in one phase, with a stable id."""
+    """One registered step: SQL or a function, in one phase, with a stable id.
+
+    A step has two checksums. :attr:`text_checksum` hashes its text exactly as
+    written and costs no parsing; :attr:`checksum`, the one the ledger has always
+    stored, hashes the normalized SQL (insensitive to whitespace, comments and
+    case) and is computed, with the SQL parser, on first use only. A boot compares
+    the text checksum first, so an up-to-date boot never parses SQL.
+    """
 
     id: str
     phase: Phase
-    checksum: str
+    #: The checksum of the step's text as written (for a function step, or when no
+    #: ``normalize`` is given, this is also :attr:`checksum`).
+    text_checksum: str
     location: str
     sql: str | None = None
     fn: t.Callable[..., object] | None = None
     category: str | None = None
     description: str = ""
     options: t.Mapping[str, t.Any] = field(default_factory=dict)
+    #: Computes :attr:`checksum` (parses the SQL); None: it is ``text_checksum``.
+    normalize: t.Callable[[], str] | None = field(
+        default=None, compare=False, repr=False
+    )
+
+    @functools.cached_property
+    def checksum(self) -> str:
+        """The ledger's checksum: of the normalized SQL (parsed on first use)."""
+        return self.text_checksum if self.normalize is None else self.normalize()
 
     @property
     def kind(self) -> str:
@@ -131,6 +152,11 @@ class Step:
 def sql_checksum(sql: str) -> str:
     """Return the checksum of SQL, insensitive to whitespace, comments and case."""
     return hashlib.sha256(normalize_sql(sql).encode()).hexdigest()
+
+
+def text_checksum(text: str) -> str:
+    """Return the checksum of ``text`` exactly as written (no parsing)."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def function_checksum(fn: t.Callable[..., object]) -> str:
@@ -221,7 +247,8 @@ class StepRegistrar:
             Step(
                 id=id,
                 phase=Phase.SCHEMA,
-                checksum=sql_checksum(sql),
+                text_checksum=text_checksum(sql),
+                normalize=functools.partial(sql_checksum, sql),
                 location=_caller_location(),
                 sql=sql,
                 category=category,
@@ -317,15 +344,13 @@ class StepRegistrar:
             "dedup_keep": f"{keep[0]}({keep[1]})" if keep else None,
         }
         sql = index_sql(options)
-        _check_parses(where_, sql)
-        checksum = hashlib.sha256(
-            (sql_checksum(sql) + f"\0dedup_keep={options['dedup_keep']}").encode()
-        ).hexdigest()
+        keep_suffix = f"\0dedup_keep={options['dedup_keep']}"
         return self.add(
             Step(
                 id=id,
                 phase=Phase.INDEX,
-                checksum=checksum,
+                text_checksum=text_checksum(sql + keep_suffix),
+                normalize=functools.partial(_index_checksum, sql, keep_suffix),
                 location=location,
                 sql=sql,
                 description=description,
@@ -390,12 +415,12 @@ class StepRegistrar:
             "where": where.strip() if where else None,
         }
         sql = backfill_batch_template(options)
-        _check_parses(f"backfill step {id!r} ({location})", sql)
         return self.add(
             Step(
                 id=id,
                 phase=Phase.BACKFILL,
-                checksum=sql_checksum(sql),
+                text_checksum=text_checksum(sql),
+                normalize=functools.partial(sql_checksum, sql),
                 location=location,
                 sql=sql,
                 description=description,
@@ -411,7 +436,7 @@ class StepRegistrar:
                 Step(
                     id=id,
                     phase=phase,
-                    checksum=function_checksum(fn),
+                    text_checksum=function_checksum(fn),
                     location=_function_location(fn),
                     fn=fn,
                     category=category,
@@ -541,6 +566,25 @@ def backfill_batch_template(options: t.Mapping[str, t.Any]) -> str:
     if options.get("where"):
         sql += f" AND ({options['where']})"
     return sql
+
+
+def _index_checksum(sql: str, keep_suffix: str) -> str:
+    return hashlib.sha256((sql_checksum(sql) + keep_suffix).encode()).hexdigest()
+
+
+def check_declared_sql(step: Step) -> None:
+    """Parse the SQL a declarative index or backfill step builds from its options.
+
+    Not done at registration, which must not parse (a boot registers every step):
+    the run calls it for pending steps before anything is sent, and ``check``
+    lints every step.
+
+    :raises RegistrationError: the options do not make one valid statement.
+    """
+    if step.options and step.sql is not None and step.phase is not Phase.SCHEMA:
+        _check_parses(
+            f"{step.phase.value} step {step.id!r} ({step.location})", step.sql
+        )
 
 
 def _check_parses(where: str, sql: str) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import typing as t
 from pathlib import Path
 
@@ -13,7 +16,14 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_safe_migrate import SafeMigrate
 from flask_safe_migrate import build_migration_engine
 from flask_safe_migrate import extension
+from flask_safe_migrate.core import commands
+from flask_safe_migrate.core import steps as steps_module
+from flask_safe_migrate.core.runner import Runner
+from flask_safe_migrate.core.settings import MigrateSettings
+from flask_safe_migrate.core.steps import Phase
+from flask_safe_migrate.core.steps import StepRegistry
 
+from .services import FaultProxy
 from .services import TestDatabase
 from .services import wait_until
 
@@ -165,3 +175,121 @@ def test_on_boot_all_runs_the_index_and_backfill_phases_too(
         ("all", "0001_notes_n,0002_notes_body,0003_notes_n"),
     ]
     assert database.scalar("SELECT count(*) FROM notes WHERE n = 1") == 500
+
+
+def test_up_to_date_boot_sends_one_query_after_login(
+    database: TestDatabase, tmp_path: Path, proxy: FaultProxy, proxy_url: str
+) -> None:
+    """A boot with nothing pending sends one query message after login, in all: no
+    dialect initialization queries, no BEGIN/ROLLBACK (issue 15, item 1)."""
+    _make_app(tmp_path, database.bouncer_url, database.direct_url)
+    proxy.reset_counters()
+    _make_app(tmp_path, proxy_url, database.direct_url)
+    assert proxy.connections_opened == 1
+    assert proxy.round_trips == 1
+    assert database.scalar(LEDGER) == 2
+
+
+def test_up_to_date_run_status_and_plan_send_one_query_each(
+    database: TestDatabase, proxy: FaultProxy, proxy_url: str, engines: list[sa.Engine]
+) -> None:
+    """``run``, ``status`` and ``plan`` on an up-to-date database: one query each,
+    counted from a fresh engine (login included), and the ledger is unchanged."""
+    registry = StepRegistry()
+    registry.sql("0001_t", "CREATE TABLE t (id int)")
+    registry.index("0002_i", table="t", columns=["id"])
+    registry.backfill("0003_b", table="t", set="id = id")
+    settings = MigrateSettings(database_uri=database.bouncer_url)
+    first = build_migration_engine(settings)
+    engines.append(first)
+    Runner(settings, registry, first).run(phases=tuple(Phase))
+    calls: list[t.Callable[[sa.Engine], object]] = [
+        lambda e: Runner(settings, registry, e).run(phases=tuple(Phase)),
+        lambda e: commands.status(settings, registry, e),
+        lambda e: commands.plan(settings, registry, e),
+    ]
+    for call in calls:
+        engine = build_migration_engine(settings, url=proxy_url)
+        engines.append(engine)
+        proxy.reset_counters()
+        call(engine)
+        assert (proxy.connections_opened, proxy.round_trips) == (1, 1)
+    assert database.scalar(f"{LEDGER} WHERE state = 'applied'") == 3
+
+
+def test_a_boot_with_nothing_pending_imports_no_parser(
+    database: TestDatabase, tmp_path: Path
+) -> None:
+    """Booting the example app on an up-to-date database imports neither pglast
+    nor the linter (issue 15, item 4), in a fresh process."""
+    code = (
+        "import sys\n"
+        "from example_app.app import create_app\n"
+        "create_app()\n"
+        "loaded = [m for m in ('pglast', 'flask_safe_migrate.core.lint') "
+        "if m in sys.modules]\n"
+        "print('loaded:', loaded)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFE_MIGRATE_")}
+    env["DATABASE_URL"] = database.bouncer_url
+    root = Path(__file__).resolve().parents[2]
+    outputs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert "'pglast'" in outputs[0]  # the first boot applied (so parsed) steps
+    assert "loaded: []" in outputs[1], outputs[1]
+
+
+def _two_steps(second: str = "ALTER TABLE t ADD COLUMN b int") -> StepRegistry:
+    registry = StepRegistry()
+    registry.sql("0001_t", "CREATE TABLE t (a int)")
+    registry.sql("0002_b", second)
+    return registry
+
+
+def test_ledger_of_an_older_version_gets_text_checksums_once(
+    database: TestDatabase,
+    proxy: FaultProxy,
+    proxy_url: str,
+    engines: list[sa.Engine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ledger without the text_checksum column reads as before; the first run
+    adds the column and records the text checksums of the rows whose normalized
+    checksum matches (one message); later runs compare without parsing."""
+    settings = MigrateSettings(database_uri=database.bouncer_url)
+
+    def run(registry: StepRegistry) -> int:
+        engine = build_migration_engine(settings, url=proxy_url)
+        engines.append(engine)
+        proxy.reset_counters()
+        assert Runner(settings, registry, engine).run().up_to_date
+        return proxy.round_trips
+
+    first = build_migration_engine(settings)
+    engines.append(first)
+    assert len(Runner(settings, _two_steps(), first).run().applied) == 2
+    database.query("ALTER TABLE safe_migrate_ledger DROP COLUMN text_checksum")
+    before = database.query("SELECT step_id, checksum FROM safe_migrate_ledger")
+    # Whitespace only: the same normalized checksum, another text checksum.
+    assert run(_two_steps("ALTER TABLE t\n  ADD COLUMN b int")) == 2
+    rows = database.query(
+        "SELECT step_id, checksum, text_checksum FROM safe_migrate_ledger"
+    )
+    assert sorted((r[0], r[1]) for r in rows) == sorted(before)
+    assert all(r[2] for r in rows)
+
+    def no_parsing(sql: str) -> str:
+        raise AssertionError(f"parsed {sql!r}")
+
+    monkeypatch.setattr(steps_module, "normalize_sql", no_parsing)
+    assert run(_two_steps("ALTER TABLE t\n  ADD COLUMN b int")) == 1

@@ -118,3 +118,34 @@ def test_no_import_inside_a_function() -> None:
         if name.split(".")[0] not in _OPTIONAL
     }
     assert offenders - _KNOWN_INNER_IMPORTS == set()
+
+
+def test_deferred_imports_go_through_core_lazy() -> None:
+    """``importlib.import_module`` is called in core.lazy only (the one documented
+    lazy-loading point, issue 15 item 4), in the package root's ``__getattr__``
+    (the Flask layer loads only when asked, so the core works without Flask) and
+    in ``extension`` (the user's SAFE_MIGRATE_STEP_MODULES)."""
+    allowed = {"core/lazy.py", "__init__.py", "extension.py"}
+    package = CORE.parent
+    callers = {
+        str(path.relative_to(package))
+        for path in sorted(package.rglob("*.py"))
+        if "import_module(" in path.read_text()
+    }
+    assert callers <= allowed
+
+
+def test_cold_import_loads_no_parser_or_linter() -> None:
+    """Importing the extension loads neither pglast nor the linter."""
+    code = (
+        "import sys\n"
+        "import flask_safe_migrate.extension\n"
+        "import flask_safe_migrate.cli\n"
+        "loaded = [m for m in ('pglast', 'flask_safe_migrate.core.lint') "
+        "if m in sys.modules]\n"
+        "assert loaded == [], loaded\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr

@@ -140,7 +140,7 @@ def lint_sql(
     step = Step(
         id="sql",
         phase=Phase.parse(phase),
-        checksum="",
+        text_checksum="",
         location="<sql>",
         sql=sql,
         category=category,

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from ..disconnects import ErrorKind
 from ..disconnects import classify_error
 from ..disconnects import describe_error
+from ..engine import initialize_dialect
 from ..exceptions import RetryExhaustedError
 from ..exceptions import SafeMigrateError
 from ..exceptions import StepFailedError
@@ -130,7 +131,15 @@ class LiveHandle(RecordingHandle):
         through Alembic's ``Operations`` here): statements sent on it belong to the
         step's transaction, under its lock and ``SET LOCAL`` timeouts. Never commit,
         roll back or close it; the runner ends the transaction with the ledger row.
+
+        The first time a process lends one, the dialect's deferred initialization
+        runs on it (a few queries, see
+        :func:`~flask_safe_migrate.core.engine.initialize_dialect`), so code that
+        reflects or compiles gets a set-up dialect, and steps that only
+        ``execute`` never pay for it.
         """
+        if self._connection is not None:
+            initialize_dialect(self._connection)
         return self._connection
 
     @property

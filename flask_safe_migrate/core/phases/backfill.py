@@ -316,7 +316,11 @@ class BackfillPhase(PhaseRunner):
         """
         initial = {"scanned": 0, "updated": 0, "batches": 0, "last": None}
         start = self.ledger.start_sql(
-            step.id, phase="backfill", checksum=step.checksum, progress=initial
+            step.id,
+            phase="backfill",
+            checksum=step.checksum,
+            progress=initial,
+            text_checksum=step.text_checksum,
         )
         columns = ["true", "NULL", "NULL", "true"]
         if step.fn is None:

@@ -31,9 +31,6 @@ import uuid
 from dataclasses import dataclass
 from dataclasses import field
 
-import pglast
-import pglast.ast
-import pglast.enums
 import sqlalchemy as sa
 
 from ..disconnects import describe_error
@@ -41,6 +38,7 @@ from ..disconnects import error_sqlstate
 from ..exceptions import RetryExhaustedError
 from ..exceptions import StepFailedError
 from ..exceptions import StepRefusedError
+from ..lazy import lazy_module
 from ..ledger import Ledger
 from ..ledger import literal
 from ..ledger import quote_ident
@@ -66,6 +64,14 @@ from . import autocommit
 from . import describe_step
 from . import is_transient
 from . import translate_db_errors
+
+if t.TYPE_CHECKING:
+    import pglast
+    import pglast.ast
+    import pglast.enums
+else:
+    # Parsed only when an index step is pending or checked (see core.lazy).
+    pglast = lazy_module("pglast")
 
 __all__ = ["IndexPhase", "IndexTarget", "dedup_sql", "migrator_id"]
 
@@ -436,6 +442,7 @@ class IndexPhase(PhaseRunner):
             checksum=step.checksum,
             owner=self.owner,
             seconds=self.settings.index_lease_seconds,
+            text_checksum=step.text_checksum,
         )
         claimed, state, owner, remaining = self.query(sql)[0]
         if claimed:

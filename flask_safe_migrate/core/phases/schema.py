@@ -238,6 +238,7 @@ class SchemaPhase(PhaseRunner):
                 phase=step.phase.value,
                 checksum=step.checksum,
                 attempts=attempts.count,
+                text_checksum=step.text_checksum,
             )
             if step.sql is not None:
                 message = f"{step.sql}\n;\n{insert};\nCOMMIT"

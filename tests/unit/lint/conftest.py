@@ -20,7 +20,7 @@ def make_step(
     return Step(
         id=id,
         phase=Phase.parse(phase),
-        checksum="",
+        text_checksum="",
         location=f"steps.py:{id}",
         sql=sql,
         category=category,

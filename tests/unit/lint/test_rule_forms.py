@@ -133,7 +133,11 @@ def _function_step(fail: bool) -> Step:
             raise LookupError("settings not loaded")
 
     return Step(
-        id="0001_fn", phase=Phase.SCHEMA, checksum="", location="steps.py:1", fn=step
+        id="0001_fn",
+        phase=Phase.SCHEMA,
+        text_checksum="",
+        location="steps.py:1",
+        fn=step,
     )
 
 
