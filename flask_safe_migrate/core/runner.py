@@ -63,6 +63,8 @@ class RunReport:
     changed: list[StepStatus] = field(default_factory=list)
     stopped_by_budget: bool = False
     elapsed_seconds: float = 0.0
+    #: Pending steps of phases not in this run (the boot run stops before them).
+    waiting: list[Step] = field(default_factory=list)
 
     @property
     def up_to_date(self) -> bool:
@@ -89,8 +91,10 @@ class Runner:
         rng: random.Random | None = None,
         before_sleep: t.Callable[[RetryState], None] | None = None,
         on_progress: t.Callable[[BackfillProgress], None] | None = None,
+        on_outcome: t.Callable[[StepOutcome], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._on_outcome = on_outcome
         self.registry = registry
         self.engine = engine
         self.ledger = Ledger(settings.ledger_table, settings.ledger_schema)
@@ -274,6 +278,8 @@ class Runner:
                 exc.report = report  # type: ignore[attr-defined]  # partial report
                 raise
             report.outcomes.append(outcome)
+            if self._on_outcome is not None:
+                self._on_outcome(outcome)
             if outcome.status == "partial":
                 report.stopped_by_budget = True
                 break
