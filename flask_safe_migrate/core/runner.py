@@ -299,7 +299,7 @@ class Runner:
                 outcome = self._apply(step, deadline)
             except StepFailedError as exc:
                 report.elapsed_seconds = self._clock() - started
-                exc.report = report  # type: ignore[attr-defined]  # partial report
+                exc.report = report  # the partial report
                 raise
             report.outcomes.append(outcome)
             if self._on_outcome is not None:

@@ -57,6 +57,8 @@ def calls(monkeypatch: pytest.MonkeyPatch, migrate: SafeMigrate) -> Calls:
         report = RunReport(phases=tuple(str(p) for p in kw["phases"]))
         report.pending = [step_a]
         report.outcomes = [StepOutcome("0001_a", "schema", "applied", 1, 0.25)]
+        if kw.get("on_outcome"):
+            kw["on_outcome"](report.outcomes[0])
         return report
 
     def fake_status(*args: t.Any, **kw: t.Any) -> commands.StatusReport:
@@ -128,6 +130,7 @@ def test_run_json_shape(runner: FlaskCliRunner, calls: Calls) -> None:
         "up_to_date",
         "outcomes",
         "pending",
+        "waiting",
         "changed",
         "stopped_by_budget",
         "elapsed_seconds",
@@ -220,7 +223,7 @@ def test_baseline_reports_recorded_steps(
 
     monkeypatch.setattr(commands, "baseline", fake_baseline)
     result = runner.invoke(args=["safe-migrate", "baseline", "--upto", "0001_a"])
-    assert seen == {"upto": "0001_a"}
+    assert seen == {"upto": "0001_a", "force": False}
     assert "recorded 0001_a" in result.stdout
 
 
