@@ -7,6 +7,7 @@ import dataclasses
 import typing as t
 
 import sqlalchemy as sa
+import sqlalchemy.orm as sa_orm
 from flask import Flask
 from flask import current_app
 from flask import has_app_context
@@ -114,6 +115,8 @@ def blame_app_session(
     if session is None or not has_app_context():
         return exc
     try:
+        if isinstance(session, sa_orm.scoped_session):
+            session = session()  # this app context's session
         if not session.in_transaction():
             return exc
         # Only after a failure, and only to read its own pid: the app's session

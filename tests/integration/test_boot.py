@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import typing as t
 from pathlib import Path
 
@@ -11,12 +14,17 @@ from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_safe_migrate import SafeMigrate
+from flask_safe_migrate import StepFailedError
 from flask_safe_migrate import build_migration_engine
 from flask_safe_migrate import extension
 
+from .services import PG_PASSWORD
 from .services import TestDatabase
+from .services import free_port
 from .services import wait_until
 
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
 LEDGER = "SELECT count(*) FROM safe_migrate_ledger"
 MIGRATION_BACKENDS = (
     "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'safe-migrate'"
@@ -165,3 +173,101 @@ def test_on_boot_all_runs_the_index_and_backfill_phases_too(
         ("all", "0001_notes_n,0002_notes_body,0003_notes_n"),
     ]
     assert database.scalar("SELECT count(*) FROM notes WHERE n = 1") == 500
+
+
+APP_MODULE = """
+from flask import Flask
+from flask_safe_migrate import SafeMigrate
+
+migrate = SafeMigrate()
+migrate.sql("0001_notes", "CREATE TABLE notes (id bigserial PRIMARY KEY)")
+{extra}
+
+
+def create_app():
+    app = Flask(__name__)
+    app.config.update(SAFE_MIGRATE_DATABASE_URI={url!r}, {config})
+    migrate.init_app(app)
+
+    @app.get("/notes")
+    def notes():
+        return {{}}
+
+    return app
+"""
+
+
+def _flask(tmp_path: Path, module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real `flask --app MODULE ARGS` on an app module written to tmp_path."""
+    (tmp_path / "boot_app_mod.py").write_text(module)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAFE_", "FLASK_"))}
+    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{ROOT}"
+    return subprocess.run(
+        [str(BIN / "flask"), "--app", "boot_app_mod:create_app", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _unreachable_url() -> str:
+    return f"postgresql://postgres:{PG_PASSWORD}@127.0.0.1:{free_port()}/x"
+
+
+@pytest.mark.parametrize(
+    ("args", "output"),
+    [(("--help",), "safe-migrate"), (("routes",), "/notes")],
+)
+def test_flask_commands_other_than_run_never_touch_the_database(
+    tmp_path: Path, args: tuple[str, ...], output: str
+) -> None:
+    """With the database unreachable, `flask --help` lists the command groups and
+    `flask routes` prints the routes, exit 0: no boot run, no retry, no traceback."""
+    module = APP_MODULE.format(
+        extra="",
+        url=_unreachable_url(),
+        config="SAFE_MIGRATE_RETRY_MAX_ATTEMPTS=2, SAFE_MIGRATE_ON_BOOT='schema'",
+    )
+    result = _flask(tmp_path, module, *args)
+    assert result.returncode == 0, result.stderr
+    assert output in result.stdout
+    assert "Traceback" not in result.stderr
+    assert "retry" not in result.stderr
+
+
+def test_duplicate_step_id_at_import_time_is_one_line_exit_2(
+    tmp_path: Path,
+) -> None:
+    """A duplicate id registered at import time of the app module: the command says
+    so in one line, exit 2 (no traceback), and `flask routes` still works."""
+    module = APP_MODULE.format(
+        extra='migrate.sql("0001_notes", "CREATE TABLE other (id int)")',
+        url=_unreachable_url(),
+        config="SAFE_MIGRATE_RETRY_MAX_ATTEMPTS=2",
+    )
+    result = _flask(tmp_path, module, "safe-migrate", "status")
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("Error: duplicate step id '0001_notes'")
+    assert "boot_app_mod.py:6" in result.stderr
+    assert _flask(tmp_path, module, "routes").returncode == 0
+
+
+def test_boot_on_a_database_migrated_by_another_tool_says_to_baseline(
+    database: TestDatabase, tmp_path: Path
+) -> None:
+    """A boot run whose step finds its table already there (DuplicateTable) fails
+    saying to adopt the database with `baseline`; nothing is recorded."""
+    database.query("CREATE TABLE notes (id bigserial PRIMARY KEY, body text)")
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(SAFE_MIGRATE_DATABASE_URI=database.bouncer_url)
+    migrate = SafeMigrate()
+    migrate.sql("0001_notes", "CREATE TABLE notes (id bigserial PRIMARY KEY)")
+    with pytest.raises(StepFailedError, match="DuplicateTable") as info:
+        migrate.init_app(app)
+    assert "flask safe-migrate baseline" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert database.scalar("SELECT count(*) FROM safe_migrate_ledger") == 0
