@@ -712,7 +712,7 @@ def _round_trip_check(conn: sa.Connection) -> DoctorCheck:
         t0 = time.monotonic()
         conn.exec_driver_sql("SELECT 1").scalar()
         times.append(time.monotonic() - t0)
-    return DoctorCheck("round-trip", True, f"{min(times) * 1000:.1f} ms (best of 3)")
+    return DoctorCheck("round-trip", True, f"{min(times) * 1000:.2f} ms (best of 3)")
 
 
 _BACKEND_PID = "SELECT pg_backend_pid()"
