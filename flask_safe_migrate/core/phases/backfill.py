@@ -190,6 +190,8 @@ class _Run:
     key_type: str = "bigint"
     scanned_at_start: int = 0
     last_log: float = 0.0
+    #: The ledger's count of runs that worked on the step (what ``status`` shows).
+    attempts: int = 1
 
 
 class BackfillPhase(PhaseRunner):
@@ -247,6 +249,7 @@ class BackfillPhase(PhaseRunner):
                     step.id,
                     "backfill",
                     "partial",
+                    attempts=run.attempts,
                     duration_seconds=self._clock() - started,
                     detail=self._progress(run).describe(),
                 )
@@ -320,6 +323,7 @@ class BackfillPhase(PhaseRunner):
             step.id,
             "backfill",
             "applied",
+            attempts=run.attempts,
             duration_seconds=self._clock() - started,
             detail=f"{progress.updated:,} rows updated in {progress.batches} batches",
         )
@@ -356,7 +360,8 @@ class BackfillPhase(PhaseRunner):
             table = literal(quote_name(step.options["table"]))
             key = literal(step.options["key"])
             parts.append(
-                f"SELECT l.state, l.progress, to_regclass({table}) IS NOT NULL, "
+                "SELECT l.state, l.progress, l.attempts, "
+                f"to_regclass({table}) IS NOT NULL, "
                 "(SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
                 f"WHERE a.attrelid = to_regclass({table}) AND a.attname = {key} "
                 "AND NOT a.attisdropped), "
@@ -369,11 +374,12 @@ class BackfillPhase(PhaseRunner):
             )
         else:
             parts.append(
-                f"SELECT l.state, l.progress, true, NULL, NULL, true FROM {q} l "
+                "SELECT l.state, l.progress, l.attempts, true, NULL, NULL, true "
+                f"FROM {q} l "
                 f"WHERE l.step_id = {sid}"
             )
         rows = send_idempotent(self.engine, ";\n".join(parts), self.policy())
-        state, progress, table_exists, key_type, estimate, indexed = rows[0]
+        state, progress, attempts, table_exists, key_type, estimate, indexed = rows[0]
         if state == "applied":
             logger.info("step %s: already applied by another runner", step.id)
             return None
@@ -409,6 +415,7 @@ class BackfillPhase(PhaseRunner):
             estimate=max(0, int(estimate)) if estimate is not None else None,
             key_type=str(key_type or "bigint"),
             scanned_at_start=int(progress.get("scanned") or 0),
+            attempts=int(attempts),
         )
         if progress.get("batches"):
             logger.info(
