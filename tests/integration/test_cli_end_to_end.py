@@ -356,3 +356,42 @@ def test_a_step_blocked_by_its_own_app_session_names_it(
         == 0
     )
     assert database.scalar("SELECT count(*) FROM safe_migrate_ledger") == 0
+
+
+def test_a_resumed_backfill_counts_its_attempts_as_status_does(
+    database: TestDatabase, tmp_path: Path
+) -> None:
+    """A backfill that failed twice and then finished says `3 attempt(s)`, as the
+    ledger and status do (not `1 attempt(s)`)."""
+    database.query(
+        "CREATE TABLE gate (id int); CREATE TABLE notes (id bigserial PRIMARY KEY, "
+        "n int); INSERT INTO notes (n) SELECT NULL FROM generate_series(1, 5)"
+    )
+
+    def create_app() -> Flask:
+        app = Flask("resumed", instance_path=str(tmp_path / "instance"))
+        app.config.update(_url(database))
+        migrate = SafeMigrate()
+        migrate.backfill(
+            "0001_notes_n",
+            table="notes",
+            set="n = 1 / (SELECT count(*) FROM gate)::int",
+            where="n IS NULL",
+        )
+        migrate.init_app(app)
+        return app
+
+    flask = FlaskGroup(create_app=create_app)
+    for _ in range(2):
+        failed = CliRunner().invoke(flask, ["safe-migrate"])
+        assert failed.exit_code == 1, failed.output
+        assert "DivisionByZero" in failed.stderr
+    database.query("INSERT INTO gate VALUES (1)")
+    done = CliRunner().invoke(flask, ["safe-migrate"])
+    assert done.exit_code == 0, done.output
+    assert "applied  0001_notes_n  (backfill, " in done.stdout
+    assert ", 3 attempt(s))" in done.stdout
+    assert database.scalar("SELECT attempts FROM safe_migrate_ledger") == 3
+    assert database.scalar("SELECT count(*) FROM notes WHERE n = 1") == 5
+    status = CliRunner().invoke(flask, ["safe-migrate", "status", "--json"])
+    assert '"attempts": 3' in status.stdout
