@@ -129,7 +129,7 @@ class SafeMigrate(StepRegistrar):
         try:
             explicit_url, state.settings = self._read_settings(app)
             _import_step_modules(state.settings.step_modules)
-        except ConfigurationError as exc:
+        except SafeMigrateError as exc:  # a bad setting, a step module's error
             if served:
                 raise
             state.errors = [exc, *self.registration_errors]

@@ -558,3 +558,31 @@ def test_registration_error_is_one_line_exit_2_from_the_command(
     routes = CliRunner().invoke(flask, ["routes"])
     assert routes.exit_code == 0, routes.output
     assert "static" in routes.stdout
+
+
+def test_a_step_module_that_fails_to_register_is_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step module raising a registration error while init_app imports it is
+    reported by the command (one line, exit 2), not as a traceback."""
+    (tmp_path / "empty_sql_steps.py").write_text(
+        "import tests.unit.test_cli as m\nm.EMPTY.sql('0001_x', '  ')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def create_app() -> Flask:
+        app = Flask("empty", instance_path=str(tmp_path / "instance"))
+        app.config.update(
+            SQLALCHEMY_DATABASE_URI="postgresql://u:p@h/db",
+            SAFE_MIGRATE_STEP_MODULES=["empty_sql_steps"],
+        )
+        EMPTY.init_app(app)
+        return app
+
+    result = CliRunner().invoke(FlaskGroup(create_app=create_app), ["safe-migrate"])
+    assert result.exit_code == 2, result.output
+    assert "SQL must be a non-empty string" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+EMPTY = SafeMigrate()
