@@ -32,12 +32,16 @@ from .exceptions import StatementFailedError
 from .exceptions import StatementRefusedError
 from .exceptions import StepFailedError
 from .ledger import LedgerRow
+from .lint import LintReport
+from .lint import check_steps
 from .lint.parse import SqlSyntaxError
 from .lint.parse import StatementKind
 from .lint.parse import split_statements
 from .phases import StepOutcome
 from .phases.backfill import BackfillProgress
 from .phases.backfill import progress_fields
+from .phases.index import IndexTarget
+from .phases.index import dedup_sql
 from .phases.schema import check_schema_sql
 from .retry import RetryState
 from .runner import Runner
@@ -61,6 +65,7 @@ __all__ = [
     "PlanReport",
     "StatusReport",
     "baseline",
+    "check",
     "doctor",
     "execute",
     "plan",
@@ -339,9 +344,6 @@ def record_step(step: Step) -> list[str]:
     An index step with ``dedup_keep`` shows its de-duplication batch first.
     """
     if step.sql is not None and step.options.get("dedup_keep"):
-        from .phases.index import IndexTarget
-        from .phases.index import dedup_sql
-
         target = IndexTarget.from_options(step.options, step.sql)
         return [dedup_sql(target, 1000) + "  -- repeated until none", step.sql]
     if step.sql is not None:
@@ -764,11 +766,6 @@ def _ledger_check(settings: MigrateSettings, conn: sa.Connection) -> DoctorCheck
 
 # -- check -------------------------------------------------------------------------
 
-__all__ += ["check"]
-
-if t.TYPE_CHECKING:
-    from .lint.findings import LintReport
-
 
 def check(
     settings: MigrateSettings,
@@ -788,9 +785,6 @@ def check(
     :param squawk: run squawk's DDL-safety rules too, when squawk is installed.
     :returns: the report; ``report.ok`` is False when there are error findings.
     """
-    # Imported here: the linter records function steps with RecordingHandle.
-    from .lint import check_steps
-
     return check_steps(
         registry.steps(),
         paths=paths,
