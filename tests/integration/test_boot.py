@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import typing as t
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -271,3 +272,43 @@ def test_boot_on_a_database_migrated_by_another_tool_says_to_baseline(
     assert "flask safe-migrate baseline" in str(info.value)
     assert "\n" not in str(info.value)
     assert database.scalar("SELECT count(*) FROM safe_migrate_ledger") == 0
+
+
+def test_flask_run_applies_the_schema_before_serving(
+    database: TestDatabase, tmp_path: Path
+) -> None:
+    """`flask run` serves the app, so its boot run applies the schema steps."""
+    module = APP_MODULE.format(extra="", url=database.bouncer_url, config="")
+    (tmp_path / "boot_app_mod.py").write_text(module)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAFE_", "FLASK_"))}
+    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{ROOT}"
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(BIN / "flask"),
+            "--app",
+            "boot_app_mod:create_app",
+            "run",
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: _answers(port), 60, message="flask run answers")
+        assert database.scalar(LEDGER) == 1
+        assert database.scalar("SELECT to_regclass('notes')") == "notes"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/notes") as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
