@@ -32,22 +32,23 @@ from .exceptions import StatementFailedError
 from .exceptions import StatementRefusedError
 from .exceptions import StepFailedError
 from .ledger import LedgerRow
-from .lint import LintReport
 from .lint import check_steps
-from .lint.parse import SqlSyntaxError
-from .lint.parse import StatementKind
-from .lint.parse import split_statements
+from .lint.findings import LintReport
 from .phases import StepOutcome
 from .phases.backfill import BackfillProgress
 from .phases.backfill import progress_fields
 from .phases.index import IndexTarget
 from .phases.index import dedup_sql
 from .phases.schema import check_schema_sql
+from .recording import RecordingHandle
 from .retry import RetryState
 from .runner import Runner
 from .runner import RunReport
 from .runner import StepStatus
 from .settings import MigrateSettings
+from .sql import SqlSyntaxError
+from .sql import StatementKind
+from .sql import split_statements
 from .steps import Phase
 from .steps import Step
 from .steps import StepRegistry
@@ -300,42 +301,6 @@ class PlanReport:
                 for p in self.steps
             ],
         }
-
-
-class RecordingHandle:
-    """A step handle that records SQL instead of sending it (plan, check).
-
-    For a backfill function it is the first batch: ``after`` is None and ``limit``
-    the first batch size.
-    """
-
-    def __init__(self, step: Step, *, limit: int = 1000) -> None:
-        self._step = step
-        self._limit = limit
-        self.statements: list[str] = []
-
-    @property
-    def step(self) -> Step:
-        """The step being recorded."""
-        return self._step
-
-    @property
-    def after(self) -> t.Any:
-        """No checkpoint: the first batch."""
-        return None
-
-    @property
-    def limit(self) -> int:
-        """The first batch size."""
-        return self._limit
-
-    def execute(
-        self, sql: str, params: t.Mapping[str, t.Any] | None = None
-    ) -> list[tuple[t.Any, ...]]:
-        """Record ``sql`` (with ``params`` shown as a comment) and return no rows."""
-        suffix = f"  -- params: {dict(params)!r}" if params else ""
-        self.statements.append(sql.strip() + suffix)
-        return []
 
 
 def record_step(step: Step) -> list[str]:
