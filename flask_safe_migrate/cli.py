@@ -501,15 +501,29 @@ def exec_command(sql: str, fetch: bool, as_json: bool) -> None:
 
 @group.command("baseline")
 @click.option("--upto", help="Last step id to record (default: all).")
+@click.option(
+    "--from-alembic",
+    is_flag=True,
+    help="Record the Alembic revisions up to alembic_version (Flask-Migrate).",
+)
 @click.option("--force", is_flag=True, help="Record even in a database without tables.")
 @_json_option
 @_reports_errors
-def baseline_command(upto: str | None, force: bool, as_json: bool) -> None:
+def baseline_command(
+    upto: str | None, from_alembic: bool, force: bool, as_json: bool
+) -> None:
     """Record steps as applied without running them, to adopt an existing database."""
+    if from_alembic and upto:
+        raise click.UsageError("--from-alembic reads alembic_version; drop --upto")
     with _command(as_json) as (state, engine):
-        report = commands.baseline(
-            state.settings, state.registry, engine, upto=upto, force=force
-        )
+        if from_alembic:
+            report = commands.baseline_from_alembic(
+                state.settings, state.registry, engine
+            )
+        else:
+            report = commands.baseline(
+                state.settings, state.registry, engine, upto=upto, force=force
+            )
     _show(report, as_json, render_baseline)
 
 

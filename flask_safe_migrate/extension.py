@@ -22,6 +22,7 @@ from flask.cli import ScriptInfo
 
 from . import cli
 from .core import commands
+from .core import revisions
 from .core.engine import build_migration_engine
 from .core.exceptions import ConfigurationError
 from .core.exceptions import RegistrationError
@@ -98,6 +99,28 @@ class SafeMigrate(StepRegistrar):
             self.registration_errors.append(exc)
             return step
 
+    def alembic(
+        self,
+        directory: str | os.PathLike[str] = "migrations",
+        *,
+        categories: t.Mapping[str, str] | None = None,
+    ) -> list[Step]:
+        """Register an Alembic (Flask-Migrate) script directory's revisions as steps.
+
+        Each revision becomes a schema step (id = revision id), in upgrade order,
+        run exactly once through Alembic's own ``Operations`` inside the step's
+        transaction. ``env.py`` is not run; ``alembic_version`` is not written.
+
+        :param directory: as Flask-Migrate resolves it: relative to the current
+            directory, or absolute.
+        :param categories: revision id -> small-DML category, e.g.
+            ``{"1b2c3d4e5f60": "seed"}``, for revisions that change data.
+        :raises ConfigurationError: Alembic is not installed (the message has the
+            pip command).
+        :raises RegistrationError: unreadable revisions or several heads.
+        """
+        return revisions.register_revisions(self, directory, categories=categories)
+
     # -- the app -----------------------------------------------------------------
 
     def init_app(self, app: Flask, db: object | None = None) -> None:
@@ -128,6 +151,7 @@ class SafeMigrate(StepRegistrar):
         app.extensions[EXTENSION_KEY] = state
         try:
             explicit_url, state.settings = self._read_settings(app)
+            self._register_alembic_directory(state.settings)
             _import_step_modules(state.settings.step_modules)
         except SafeMigrateError as exc:  # a bad setting, a step module's error
             if served:
@@ -157,6 +181,22 @@ class SafeMigrate(StepRegistrar):
         if isinstance(fallback, str | sa.URL):
             settings = settings.replace(database_uri=str(_as_string(fallback)))
         return False, settings
+
+    def _register_alembic_directory(self, settings: MigrateSettings) -> None:
+        """Register ``SAFE_MIGRATE_ALEMBIC_DIRECTORY`` unless revisions already are."""
+        directory = settings.alembic_directory
+        steps = self.registry.steps()
+        if not directory or any(revisions.is_revision(s) for s in steps):
+            return
+        if steps:
+            raise ConfigurationError(
+                f"the revisions of {directory} must run before the {len(steps)} "
+                f"step(s) registered already (first: {steps[0].id} at "
+                f"{steps[0].location}), but init_app registers them after; call "
+                "migrate.alembic(...) before registering those steps instead",
+                key=PREFIX + "ALEMBIC_DIRECTORY",
+            )
+        self.alembic(directory)
 
     def _boot(self, settings: MigrateSettings) -> None:
         phases = [Phase.SCHEMA] if settings.on_boot == "schema" else list(Phase)
