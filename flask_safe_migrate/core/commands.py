@@ -190,7 +190,8 @@ def _baseline_hint(exc: SafeMigrateError) -> StepFailedError | None:
     hinted = StepFailedError(
         f"{exc}. If another tool (Flask-Migrate, a startup script) already made "
         "these changes, record the steps as applied without running them: "
-        "flask safe-migrate baseline --upto <last step already in the database>",
+        "flask safe-migrate baseline --upto <last step already in the database> "
+        "(or --from-alembic, for a database Flask-Migrate upgraded)",
         step_id=exc.step_id,
         phase=exc.phase,
     )
