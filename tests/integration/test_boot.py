@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 from flask import Flask
+from flask.cli import FlaskGroup
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_safe_migrate import SafeMigrate
@@ -312,3 +314,46 @@ def _answers(port: int) -> bool:
             return bool(reply.status == 200)
     except OSError:
         return False
+
+
+def test_boot_stops_before_a_backfill_and_says_the_rest_waits(
+    database: TestDatabase, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Expand/contract (add a column, backfill it, SET NOT NULL): the boot run
+    applies the first schema step, stops before the backfill, says so in one line
+    and the app starts; `flask safe-migrate run` then does the rest in order."""
+    database.query(
+        "CREATE TABLE notes (id bigserial PRIMARY KEY, body text); "
+        "INSERT INTO notes (body) SELECT 'x' FROM generate_series(1, 50)"
+    )
+    migrate = SafeMigrate()
+    migrate.sql("0001_notes_n", "ALTER TABLE notes ADD COLUMN n int")
+    migrate.backfill("0002_notes_n", table="notes", set="n = 1", where="n IS NULL")
+    migrate.sql("0003_notes_n_not_null", "ALTER TABLE notes ALTER n SET NOT NULL")
+
+    def create_app() -> Flask:
+        app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+        app.config.update(SAFE_MIGRATE_DATABASE_URI=database.bouncer_url)
+        migrate.init_app(app)
+        return app
+
+    caplog.set_level("INFO", logger="flask_safe_migrate")
+    create_app()
+    waits = [
+        r
+        for r in caplog.records
+        if "wait for `flask safe-migrate run`" in r.getMessage()
+    ]
+    assert [r.getMessage() for r in waits] == [
+        "safe-migrate: 2 step(s) wait for `flask safe-migrate run`, from 0002_notes_n "
+        "(backfill phase) on; the app starts without them"
+    ]
+    assert database.scalar(LEDGER) == 1
+    result = CliRunner().invoke(FlaskGroup(create_app=create_app), ["safe-migrate"])
+    assert result.exit_code == 0, result.output
+    assert [line.split()[1] for line in result.stdout.splitlines()[:2]] == [
+        "0002_notes_n",
+        "0003_notes_n_not_null",
+    ]
+    assert database.scalar("SELECT count(*) FROM notes WHERE n = 1") == 50
+    assert database.scalar(LEDGER) == 3
