@@ -126,9 +126,10 @@ def test_two_runs_then_status_and_doctor_print_no_fail_and_no_headerless_column(
     database: TestDatabase,
 ) -> None:
     """The README's path: run twice, then status and doctor (through TLS PgBouncer):
-    every status column has a header, doctor prints no FAIL and exits 0."""
-    for _ in range(2):
-        assert _flask(database).returncode == 0
+    no negative number, every status column has a header, doctor prints no FAIL
+    and exits 0."""
+    runs = [_flask(database) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0]
     status = _flask(database, "status")
     assert status.returncode == 0, status.stderr
     header, rule, *rows = status.stdout.splitlines()[: STEP_COUNT + 2]
@@ -138,6 +139,9 @@ def test_two_runs_then_status_and_doctor_print_no_fail_and_no_headerless_column(
     assert all(len(row) <= len(rule) for row in rows)
     doctor = _flask(database, "doctor")
     assert doctor.returncode == 0, doctor.stdout
+    for result in (*runs, status, doctor):
+        negative = re.search(r"(?<![\w.])-\d", result.stdout + result.stderr)
+        assert negative is None, result.stdout + result.stderr
     assert "FAIL" not in doctor.stdout
     assert "ok    tls         TLS in use" in doctor.stdout
     assert "ok    pooler      transaction pooling" in doctor.stdout
