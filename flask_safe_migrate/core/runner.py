@@ -79,6 +79,8 @@ class RunReport:
     changed: list[StepStatus] = field(default_factory=list)
     stopped_by_budget: bool = False
     elapsed_seconds: float = 0.0
+    #: Whether the ledger table existed when the run read it.
+    ledger_exists: bool = True
 
     @property
     def up_to_date(self) -> bool:
@@ -89,6 +91,30 @@ class RunReport:
     def applied(self) -> list[StepOutcome]:
         """Outcomes of the steps this run applied."""
         return [o for o in self.outcomes if o.status == "applied"]
+
+    def to_dict(self) -> dict[str, t.Any]:
+        """The JSON shape of ``run --json``."""
+        return {
+            "phases": list(self.phases),
+            "dry_run": self.dry_run,
+            "up_to_date": self.up_to_date,
+            "outcomes": [
+                {
+                    "step_id": o.step_id,
+                    "phase": o.phase,
+                    "status": o.status,
+                    "attempts": o.attempts,
+                    "duration_seconds": round(o.duration_seconds, 4),
+                    "detail": o.detail,
+                }
+                for o in self.outcomes
+            ],
+            "pending": [s.id for s in self.pending],
+            "waiting": [s.id for s in self.waiting],
+            "changed": [s.step.id for s in self.changed],
+            "stopped_by_budget": self.stopped_by_budget,
+            "elapsed_seconds": round(self.elapsed_seconds, 4),
+        }
 
 
 class Runner:
@@ -275,6 +301,7 @@ class Runner:
         report = RunReport(phases=tuple(p.value for p in phases), dry_run=dry_run)
         steps = self.select_steps(phases, step_ids)
         rows = self.read_ledger()
+        report.ledger_exists = rows is not None
         text_checksums = self._plan(report, phases, step_ids, rows or {})
         self.preflight(report.pending)
         revisions.check_adopted(steps, rows or {}, self._query)
@@ -348,7 +375,7 @@ class Runner:
                 outcome = self.phases[step.phase].apply(step, deadline=deadline)
             except StepFailedError as exc:
                 report.elapsed_seconds = self._clock() - started
-                exc.report = report  # type: ignore[attr-defined]  # partial report
+                exc.report = report  # the partial report
                 raise
             report.outcomes.append(outcome)
             if self.on_outcome is not None:
