@@ -311,13 +311,17 @@ class Ledger:
             f"{literal(float(seconds))} WHERE step_id = {literal(step_id)}"
         )
 
-    def lock_checkpoint_sql(self, step_id: str, *, last: str) -> str:
-        """PL/pgSQL: lock a running step's row if its checkpoint is ``last`` (a
-        text expression); ``FOUND`` says whether it was."""
+    def lock_checkpoint_sql(self, step_id: str, *, batches: int, into: str) -> str:
+        """PL/pgSQL: lock a running step's row if it has recorded ``batches``
+        batches, and read its checkpoint (text), last batch size and last batch
+        seconds into the variables ``into`` (three, comma-separated); ``FOUND``
+        says whether it was locked."""
         return (
-            f"PERFORM 1 FROM {self.qualified} WHERE step_id = {literal(step_id)} "
-            "AND state = 'running' AND (progress->>'last') IS NOT DISTINCT FROM "
-            f"{last} FOR UPDATE"
+            "SELECT progress->>'last', (progress->>'batch_size')::bigint, "
+            f"(progress->>'last_batch_seconds')::float8 INTO {into} "
+            f"FROM {self.qualified} "
+            f"WHERE step_id = {literal(step_id)} AND state = 'running' AND "
+            f"coalesce((progress->>'batches')::bigint, 0) = {int(batches)} FOR UPDATE"
         )
 
     def advance_checkpoint_sql(
@@ -328,11 +332,12 @@ class Ledger:
         keys: str,
         rows: str,
         seconds: str,
-        batch_size: int,
+        batch_size: int | str,
         extra: t.Mapping[str, str] | None = None,
     ) -> str:
         """Record one batch: SQL expressions for its last key (NULL: nothing was
-        left, the step is applied), keys covered, rows updated, and seconds."""
+        left, the step is applied), keys covered, rows updated, seconds, and its
+        size (a number or an expression)."""
         fields = "".join(f"{literal(k)}, {v}, " for k, v in (extra or {}).items())
         done = f"{last} IS NULL"
         return (

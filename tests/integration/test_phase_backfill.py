@@ -7,6 +7,7 @@ shows as a row with ``n_updates = 2``, whatever the network or the process did.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from flask_safe_migrate.core.phases.backfill import BATCHES_PER_MESSAGE
 from flask_safe_migrate.core.phases.backfill import BackfillProgress
 from flask_safe_migrate.core.runner import Runner
 from flask_safe_migrate.core.steps import BackfillHandle
@@ -235,7 +237,11 @@ def test_lost_batch_replies_and_connection_chaos_update_each_row_once(
     every 0.3-0.9 s: the runner re-reads its checkpoint and nothing runs twice."""
     rows = 60_000
     make_items(database, rows)
-    settings = settings_for(proxy_url, backfill_batch_size=500)
+    # Short batches, so that there are enough messages (each carries several
+    # batches) for every 3rd reply to be lost several times.
+    settings = settings_for(
+        proxy_url, backfill_batch_size=500, backfill_batch_seconds=0.02
+    )
     proxy.drop_reply(every_third("$safe_migrate_batch$"))
     proxy.chaos(0.3, 0.9)
     report = runner_for(settings, registry(), engines).run([Phase.BACKFILL])
@@ -437,7 +443,8 @@ def test_each_batch_costs_one_round_trip(
     database: TestDatabase, proxy: FaultProxy, proxy_url: str, engines: list[sa.Engine]
 ) -> None:
     """Counted at the proxy: a run reads the ledger (1), starts the step (1), then
-    sends one message per batch, the last of which finds nothing left."""
+    sends one message per BATCHES_PER_MESSAGE batches (each its own transaction),
+    the last batch of which finds nothing left."""
     rows = 30_000
     make_items(database, rows)
     runner = runner_for(
@@ -449,7 +456,8 @@ def test_each_batch_costs_one_round_trip(
     assert [o.status for o in report.outcomes] == ["applied"]
     _, progress = ledger_row(database)
     assert progress["batches"] >= 5
-    assert proxy.round_trips == 2 + progress["batches"]
+    assert progress["batches"] > BATCHES_PER_MESSAGE
+    assert proxy.round_trips == 2 + math.ceil(progress["batches"] / BATCHES_PER_MESSAGE)
     assert proxy.connections_opened == 0
     assert_each_row_updated_once(database, rows)
 
