@@ -1,4 +1,7 @@
-"""Fixtures for the real PostgreSQL + PgBouncer stack, and the fault proxy in front."""
+"""Fixtures for the real PostgreSQL + pooler stack, and the fault proxy in front.
+
+Which PostgreSQL major and which pooler: see :mod:`.matrix`.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from .matrix import Combination
+from .matrix import is_matrix_test
+from .matrix import selected_combination
 from .services import FaultProxy
 from .services import PgBouncer
 from .services import Postgres
@@ -21,6 +27,10 @@ from .services import find_openssl
 from .services import find_pg_bindir
 from .services import find_pgbouncer
 from .services import reap
+from .services.direct import Direct
+from .services.pgpool import Pgpool
+from .services.pgpool import find_pgpool
+from .services.pooler import Pooler
 
 _HERE = Path(__file__).parent
 _LOG_LINES = 40
@@ -38,13 +48,21 @@ def _services(config: pytest.Config) -> dict[str, _LogSource]:
     return config.stash.setdefault(_running_services, {})
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say which PostgreSQL and pooler the integration tests run on."""
+    return f"integration stack: {selected_combination()}"
+
+
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """Mark every test under tests/integration as ``integration``."""
+    """Mark every test under tests/integration as ``integration``, and the subset
+    of :data:`.matrix.MATRIX_TESTS` as ``matrix``."""
     for item in items:
         if _HERE in item.path.parents:
             item.add_marker(pytest.mark.integration)
+            if is_matrix_test(item.nodeid.split("tests/integration/", 1)[-1]):
+                item.add_marker(pytest.mark.matrix)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -61,20 +79,8 @@ def pytest_runtest_makereport(
     return report
 
 
-def _require_stack() -> None:
-    """Skip (or, in CI, fail) when PostgreSQL, PgBouncer or openssl is missing."""
-    missing = []
-    if find_pg_bindir() is None:
-        missing.append("PostgreSQL server binaries (initdb, pg_ctl, postgres)")
-    if find_pgbouncer() is None:
-        missing.append("pgbouncer")
-    if find_openssl() is None:
-        missing.append("openssl")
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            missing.append("a 'postgres' account to run the servers as (we are root)")
+def _require(missing: list[str]) -> None:
+    """Skip (or, in CI, fail) when part of the integration stack is missing."""
     if not missing:
         return
     reason = "integration stack unavailable, missing: " + ", ".join(missing)
@@ -87,11 +93,35 @@ def _require_stack() -> None:
     pytest.skip(reason)
 
 
+def _missing_server(major: int) -> list[str]:
+    """What PostgreSQL ``major`` (and any server) needs that is not here."""
+    missing = []
+    if find_pg_bindir(major) is None:
+        install = "" if major == 15 else f" (bash scripts/install-pg.sh {major})"
+        missing.append(f"PostgreSQL {major} server binaries{install}")
+    if find_openssl() is None:
+        missing.append("openssl")
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            missing.append("a 'postgres' account to run the servers as (we are root)")
+    return missing
+
+
 @pytest.fixture(scope="session")
-def postgres(pytestconfig: pytest.Config) -> t.Iterator[Postgres]:
-    """Give a private PostgreSQL 15 cluster on a free port, for the whole session."""
-    _require_stack()
-    server = Postgres()
+def combination() -> Combination:
+    """Give the PostgreSQL major and the pooler this run uses (see :mod:`.matrix`)."""
+    return selected_combination()
+
+
+@pytest.fixture(scope="session")
+def postgres(
+    pytestconfig: pytest.Config, combination: Combination
+) -> t.Iterator[Postgres]:
+    """Give a private PostgreSQL cluster of the selected major, for the session."""
+    _require(_missing_server(combination.major))
+    server = Postgres(bindir=find_pg_bindir(combination.major))
     try:
         server.start()
         _services(pytestconfig)["PostgreSQL"] = server
@@ -101,17 +131,51 @@ def postgres(pytestconfig: pytest.Config) -> t.Iterator[Postgres]:
         server.cleanup()
 
 
+def _started(config: pytest.Config, service: Pooler | Direct) -> None:
+    service.start()
+    _services(config)[service.label] = service
+
+
+def _stopped(config: pytest.Config, service: Pooler | Direct) -> None:
+    _services(config).pop(service.label, None)
+    service.cleanup()
+
+
 @pytest.fixture(scope="session")
 def pgbouncer(pytestconfig: pytest.Config, postgres: Postgres) -> t.Iterator[PgBouncer]:
     """Give a TLS-only, transaction-pooling PgBouncer in front of ``postgres``."""
+    _require([] if find_pgbouncer() else ["pgbouncer"])
     bouncer = PgBouncer(postgres)
     try:
-        bouncer.start()
-        _services(pytestconfig)["PgBouncer"] = bouncer
+        _started(pytestconfig, bouncer)
         yield bouncer
     finally:
-        _services(pytestconfig).pop("PgBouncer", None)
-        bouncer.cleanup()
+        _stopped(pytestconfig, bouncer)
+
+
+@pytest.fixture(scope="session")
+def pooler(
+    request: pytest.FixtureRequest, combination: Combination, postgres: Postgres
+) -> t.Iterator[Pooler | Direct]:
+    """Give what the tests' clients connect through: the selected pooler in front of
+    ``postgres`` (``pgbouncer`` itself by default), or ``postgres`` directly."""
+    if combination.pooler == "pgbouncer-transaction":
+        yield request.getfixturevalue("pgbouncer")
+        return
+    service: Pooler | Direct
+    if combination.pooler == "pgbouncer-session":
+        _require([] if find_pgbouncer() else ["pgbouncer"])
+        service = PgBouncer(postgres, settings={"pool_mode": "session"})
+    elif combination.pooler == "pgpool":
+        _require([] if find_pgpool() else ["pgpool (Debian package pgpool2)"])
+        service = Pgpool(postgres)
+    else:
+        service = Direct(postgres)
+    try:
+        _started(request.config, service)
+        yield service
+    finally:
+        _stopped(request.config, service)
 
 
 @pytest.fixture
@@ -180,15 +244,16 @@ def _database_supply(postgres: Postgres) -> t.Iterator[_DatabaseSupply]:
 
 @pytest.fixture
 def database(
-    postgres: Postgres, pgbouncer: PgBouncer, _database_supply: _DatabaseSupply
+    postgres: Postgres, pooler: Pooler | Direct, _database_supply: _DatabaseSupply
 ) -> t.Iterator[TestDatabase]:
-    """Give a fresh database ``t_<hex>``, dropped WITH (FORCE) after the test."""
+    """Give a fresh database ``t_<hex>``, dropped WITH (FORCE) after the test;
+    its ``bouncer_url`` goes through ``pooler``."""
     name = _database_supply.take()
     try:
         yield TestDatabase(
             name=name,
             direct_url=postgres.url(name),
-            bouncer_url=pgbouncer.url(name),
+            bouncer_url=pooler.url(name),
             postgres=postgres,
         )
     finally:
@@ -196,20 +261,21 @@ def database(
 
 
 @pytest.fixture
-def proxy(pgbouncer: PgBouncer) -> t.Iterator[FaultProxy]:
-    """Give a started FaultProxy (TLS terminated) in front of ``pgbouncer``."""
+def proxy(pooler: Pooler | Direct) -> t.Iterator[FaultProxy]:
+    """Give a started FaultProxy (TLS terminated) in front of ``pooler``."""
     with FaultProxy(
         "127.0.0.1",
-        pgbouncer.port,
-        cert_file=pgbouncer.cert_file,
-        key_file=pgbouncer.key_file,
+        pooler.port,
+        cert_file=pooler.cert_file,
+        key_file=pooler.key_file,
+        upstream_tls=pooler.tls,
     ) as fault_proxy:
         yield fault_proxy
 
 
 @pytest.fixture
 def proxy_url(proxy: FaultProxy, database: TestDatabase) -> str:
-    """Give the URL of ``database`` through ``proxy`` (TLS, via PgBouncer)."""
+    """Give the URL of ``database`` through ``proxy`` (TLS, via the pooler)."""
     return proxy.url(database.name)
 
 
