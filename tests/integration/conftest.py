@@ -18,6 +18,8 @@ import sqlalchemy as sa
 
 from .matrix import Combination
 from .matrix import is_matrix_test
+from .matrix import make_pooler
+from .matrix import missing_pooler
 from .matrix import selected_combination
 from .services import FaultProxy
 from .services import PgBouncer
@@ -25,11 +27,8 @@ from .services import Postgres
 from .services import TestDatabase
 from .services import find_openssl
 from .services import find_pg_bindir
-from .services import find_pgbouncer
 from .services import reap
 from .services.direct import Direct
-from .services.pgpool import Pgpool
-from .services.pgpool import find_pgpool
 from .services.pooler import Pooler
 
 _HERE = Path(__file__).parent
@@ -144,7 +143,7 @@ def _stopped(config: pytest.Config, service: Pooler | Direct) -> None:
 @pytest.fixture(scope="session")
 def pgbouncer(pytestconfig: pytest.Config, postgres: Postgres) -> t.Iterator[PgBouncer]:
     """Give a TLS-only, transaction-pooling PgBouncer in front of ``postgres``."""
-    _require([] if find_pgbouncer() else ["pgbouncer"])
+    _require(missing_pooler("pgbouncer-transaction"))
     bouncer = PgBouncer(postgres)
     try:
         _started(pytestconfig, bouncer)
@@ -162,15 +161,8 @@ def pooler(
     if combination.pooler == "pgbouncer-transaction":
         yield request.getfixturevalue("pgbouncer")
         return
-    service: Pooler | Direct
-    if combination.pooler == "pgbouncer-session":
-        _require([] if find_pgbouncer() else ["pgbouncer"])
-        service = PgBouncer(postgres, settings={"pool_mode": "session"})
-    elif combination.pooler == "pgpool":
-        _require([] if find_pgpool() else ["pgpool (Debian package pgpool2)"])
-        service = Pgpool(postgres)
-    else:
-        service = Direct(postgres)
+    _require(missing_pooler(combination.pooler))
+    service = make_pooler(combination.pooler, postgres)
     try:
         _started(request.config, service)
         yield service

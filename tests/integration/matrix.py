@@ -21,6 +21,14 @@ import typing as t
 
 import pytest
 
+from .services import PgBouncer
+from .services import Postgres
+from .services import find_pgbouncer
+from .services.direct import Direct
+from .services.pgpool import Pgpool
+from .services.pgpool import find_pgpool
+from .services.pooler import Pooler
+
 POOLERS = ("pgbouncer-transaction", "pgbouncer-session", "pgpool", "direct")
 DEFAULT_POOLER = POOLERS[0]
 #: The Debian server's major; others come from .venv/pg/<major>.
@@ -88,3 +96,27 @@ def is_matrix_test(nodeid: str) -> bool:
     path, _, rest = nodeid.partition("::")
     name = rest.split("[", 1)[0]
     return any(entry in (path, f"{path}::{name}") for entry in MATRIX_TESTS)
+
+
+def missing_pooler(name: str) -> list[str]:
+    """What the pooler ``name`` needs that is not installed here."""
+    if name.startswith("pgbouncer") and find_pgbouncer() is None:
+        return ["pgbouncer"]
+    if name == "pgpool" and find_pgpool() is None:
+        return ["pgpool (Debian package pgpool2)"]
+    return []
+
+
+def make_pooler(
+    name: str, postgres: Postgres, **pgbouncer_settings: object
+) -> Pooler | Direct:
+    """Make (not start) the pooler ``name`` in front of ``postgres``.
+
+    :param pgbouncer_settings: extra ``[pgbouncer]`` settings for the PgBouncers.
+    """
+    if name == "pgpool":
+        return Pgpool(postgres)
+    if name == "direct":
+        return Direct(postgres)
+    mode = name.removeprefix("pgbouncer-")
+    return PgBouncer(postgres, settings={"pool_mode": mode, **pgbouncer_settings})
