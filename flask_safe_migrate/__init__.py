@@ -25,6 +25,7 @@ from .core.exceptions import StatementFailedError
 from .core.exceptions import StepFailedError
 from .core.exceptions import StepOrderError
 from .core.exceptions import StepRefusedError
+from .core.exceptions import UnsupportedServerError
 from .core.retry import RetryPolicy
 from .core.retry import RetryState
 from .core.retry import RetryStats
@@ -72,6 +73,7 @@ __all__ = [
     "StepRefusedError",
     "StepRegistry",
     "StepStatus",
+    "UnsupportedServerError",
     "build_migration_engine",
     "cli",
     "execute_with_retry",
