@@ -12,10 +12,22 @@ import sqlalchemy as sa
 
 from .exceptions import UnsupportedServerError
 
-__all__ = ["MIN_SERVER_VERSION", "require_supported_server", "server_version_problem"]
+__all__ = [
+    "MIN_SERVER_VERSION",
+    "require_supported_server",
+    "server_version",
+    "server_version_problem",
+]
 
 #: The oldest PostgreSQL major supported.
 MIN_SERVER_VERSION = 13
+
+
+def server_version(dialect: sa.Dialect) -> tuple[int, ...] | None:
+    """Return the version the server announced, e.g. ``(15, 18)``; None before any
+    connection of the dialect's engine was opened."""
+    info = dialect.server_version_info
+    return None if info is None else tuple(p for p in info if isinstance(p, int))
 
 
 def server_version_problem(version: tuple[int, ...] | None) -> str | None:
@@ -44,8 +56,7 @@ def require_supported_server(dialect: sa.Dialect) -> tuple[int, ...]:
     :raises UnsupportedServerError: the server is too old, or no connection was
         opened yet.
     """
-    info = dialect.server_version_info
-    version = None if info is None else tuple(p for p in info if isinstance(p, int))
+    version = server_version(dialect)
     problem = server_version_problem(version)
     if version is None or problem is not None:
         raise UnsupportedServerError(str(problem), server_version=version or ())
