@@ -20,6 +20,7 @@ from .matrix import Combination
 from .matrix import is_matrix_test
 from .matrix import make_pooler
 from .matrix import missing_pooler
+from .matrix import require
 from .matrix import selected_combination
 from .services import FaultProxy
 from .services import PgBouncer
@@ -78,20 +79,6 @@ def pytest_runtest_makereport(
     return report
 
 
-def _require(missing: list[str]) -> None:
-    """Skip (or, in CI, fail) when part of the integration stack is missing."""
-    if not missing:
-        return
-    reason = "integration stack unavailable, missing: " + ", ".join(missing)
-    required = (
-        os.environ.get("CI") == "true"
-        or os.environ.get("SAFE_MIGRATE_TESTS_REQUIRE_POSTGRES") == "1"
-    )
-    if required:
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
-
-
 def _missing_server(major: int) -> list[str]:
     """What PostgreSQL ``major`` (and any server) needs that is not here."""
     missing = []
@@ -119,7 +106,7 @@ def postgres(
     pytestconfig: pytest.Config, combination: Combination
 ) -> t.Iterator[Postgres]:
     """Give a private PostgreSQL cluster of the selected major, for the session."""
-    _require(_missing_server(combination.major))
+    require(_missing_server(combination.major))
     server = Postgres(bindir=find_pg_bindir(combination.major))
     try:
         server.start()
@@ -143,7 +130,7 @@ def _stopped(config: pytest.Config, service: Pooler | Direct) -> None:
 @pytest.fixture(scope="session")
 def pgbouncer(pytestconfig: pytest.Config, postgres: Postgres) -> t.Iterator[PgBouncer]:
     """Give a TLS-only, transaction-pooling PgBouncer in front of ``postgres``."""
-    _require(missing_pooler("pgbouncer-transaction"))
+    require(missing_pooler("pgbouncer-transaction"))
     bouncer = PgBouncer(postgres)
     try:
         _started(pytestconfig, bouncer)
@@ -161,7 +148,7 @@ def pooler(
     if combination.pooler == "pgbouncer-transaction":
         yield request.getfixturevalue("pgbouncer")
         return
-    _require(missing_pooler(combination.pooler))
+    require(missing_pooler(combination.pooler))
     service = make_pooler(combination.pooler, postgres)
     try:
         _started(request.config, service)

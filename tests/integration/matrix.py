@@ -120,3 +120,17 @@ def make_pooler(
         return Direct(postgres)
     mode = name.removeprefix("pgbouncer-")
     return PgBouncer(postgres, settings={"pool_mode": mode, **pgbouncer_settings})
+
+
+def require(missing: list[str]) -> None:
+    """Skip (or, in CI, fail) when part of the integration stack is missing."""
+    if not missing:
+        return
+    reason = "integration stack unavailable, missing: " + ", ".join(missing)
+    required = (
+        os.environ.get("CI") == "true"
+        or os.environ.get("SAFE_MIGRATE_TESTS_REQUIRE_POSTGRES") == "1"
+    )
+    if required:
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
