@@ -36,6 +36,8 @@ from .retry import RetryState
 from .runner import Runner
 from .runner import RunReport
 from .runner import StepStatus
+from .server_version import server_version
+from .server_version import server_version_problem
 from .settings import MigrateSettings
 from .steps import Phase
 from .steps import Step
@@ -402,15 +404,10 @@ def doctor(settings: MigrateSettings, engine: sa.Engine) -> DoctorReport:
                 "TLS in use" if ssl_in_use else "no TLS: add ?sslmode=require",
             )
         )
-        version = conn.exec_driver_sql("SHOW server_version_num").scalar()
-        major = int(str(version)) // 10000
-        checks.append(
-            DoctorCheck(
-                "server",
-                major >= 13,
-                f"PostgreSQL {major}" + ("" if major >= 13 else " (13+ required)"),
-            )
-        )
+        version = server_version(conn.dialect)
+        problem = server_version_problem(version)
+        shown = "PostgreSQL " + ".".join(map(str, version or ()))
+        checks.append(DoctorCheck("server", problem is None, problem or shown))
         times = []
         for _ in range(3):
             t0 = time.monotonic()
