@@ -1,8 +1,10 @@
-"""Configuration shared by every test: the markers that tests/integration adds."""
+"""Shared by every test: the markers tests/integration adds, the report header."""
 
 from __future__ import annotations
 
 import pytest
+
+from .integration.matrix import selected_combination
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -12,3 +14,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "matrix: the fault-and-storm subset run on every PostgreSQL major and pooler"
         " (tests/integration/matrix.py)",
     )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say which PostgreSQL and pooler the integration tests run on."""
+    return f"integration stack: {selected_combination()}"

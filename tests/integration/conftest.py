@@ -48,11 +48,6 @@ def _services(config: pytest.Config) -> dict[str, _LogSource]:
     return config.stash.setdefault(_running_services, {})
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    """Say which PostgreSQL and pooler the integration tests run on."""
-    return f"integration stack: {selected_combination()}"
-
-
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
