@@ -143,6 +143,13 @@ _TRANSIENT_MESSAGES: tuple[_Rule, ...] = (
     _rule("pgbouncer cannot connect to server", ErrorKind.CONNECT_FAILED),
     _rule("no more connections allowed", ErrorKind.CONNECT_FAILED),  # PgBouncer
     _rule("could not connect to server", ErrorKind.CONNECT_FAILED),
+    # Nothing after libpq's "failed:": the other end hung up during the login without
+    # a word. pgpool-II does that when PostgreSQL, starting up, refuses its backend
+    # login (its log: "backend response with kind 'E' when expecting 'R'").
+    _Rule(
+        re.compile(r'connection to server (at|on) "[^"]*"[^:]*? failed:\s*\Z'),
+        ErrorKind.CONNECT_FAILED,
+    ),
 )
 
 _CONNECT_PREFIX = re.compile(r'connection to server (at|on) "[^"]*".*? failed:', re.S)

@@ -131,6 +131,17 @@ def test_pgpool_backend_down_is_a_connect_failure(orig: Exception) -> None:
     assert classify_error(wrapped(CodedError("other", "XX000"))) is ErrorKind.FATAL
 
 
+def test_a_login_cut_off_without_a_word_is_a_connect_failure() -> None:
+    """libpq's message ending at 'failed:' (pgpool-II hanging up while PostgreSQL
+    starts) is retried; the same prefix followed by a reason is judged by it."""
+    silent = psycopg2.OperationalError(PREFIX + "\n")
+    assert classify_error(wrapped(silent)) is ErrorKind.CONNECT_FAILED
+    bad_password = PREFIX + 'FATAL:  password authentication failed for user "x"\n'
+    assert classify_error(psycopg2.OperationalError(bad_password)) is ErrorKind.FATAL
+    unknown = psycopg2.OperationalError(PREFIX + "something nobody has seen\n")
+    assert classify_error(unknown) is ErrorKind.FATAL
+
+
 def test_non_database_errors_are_fatal() -> None:
     """A bug in a step is not retried."""
     assert classify_error(ValueError("bug")) is ErrorKind.FATAL
