@@ -278,3 +278,38 @@ def spawn() -> t.Iterator[t.Callable[..., subprocess.Popen[str]]]:
     finally:
         for process in started:
             reap(process)
+
+
+class Stack(t.NamedTuple):
+    """A PostgreSQL, the run's pooler in front of it, the fault proxy in front."""
+
+    postgres: Postgres
+    proxy: FaultProxy
+
+
+@pytest.fixture
+def own_stack(
+    request: pytest.FixtureRequest, combination: Combination
+) -> t.Iterator[Stack]:
+    """Give a stack of the run's combination that only this test uses."""
+    server = Postgres(bindir=find_pg_bindir(combination.major))
+    # PgBouncer waits server_login_retry (15 s) after a failed server login.
+    pooler = make_pooler(combination.pooler, server, server_login_retry=1)
+    labels = (f"own {pooler.label}", "own PostgreSQL")
+    try:
+        server.start()
+        pooler.start()
+        _services(request.config).update(zip(labels, (pooler, server), strict=True))
+        with FaultProxy(
+            "127.0.0.1",
+            pooler.port,
+            cert_file=pooler.cert_file,
+            key_file=pooler.key_file,
+            upstream_tls=pooler.tls,
+        ) as proxy:
+            yield Stack(server, proxy)
+    finally:
+        for label in labels:
+            _services(request.config).pop(label, None)
+        pooler.cleanup()
+        server.cleanup()

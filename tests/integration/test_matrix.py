@@ -11,7 +11,6 @@ import threading
 import typing as t
 
 import psycopg2
-import pytest
 import sqlalchemy as sa
 
 from flask_safe_migrate.core.disconnects import ErrorKind
@@ -24,44 +23,13 @@ from flask_safe_migrate.core.settings import MigrateSettings
 from flask_safe_migrate.core.transaction import _retry_predicate
 from flask_safe_migrate.core.transaction import execute_with_retry
 
+from .conftest import Stack
 from .matrix import Combination
-from .matrix import make_pooler
 from .services import FaultProxy
-from .services import Postgres
 from .services import TestDatabase
 from .services import connect_psycopg2
-from .services import find_pg_bindir
 from .services import wait_until
 from .test_disconnect_retry import COUNT_SQL
-
-
-class Stack(t.NamedTuple):
-    """A PostgreSQL, the run's pooler in front of it, the fault proxy in front."""
-
-    postgres: Postgres
-    proxy: FaultProxy
-
-
-@pytest.fixture
-def own_stack(combination: Combination, postgres: Postgres) -> t.Iterator[Stack]:
-    """Give a stack of the run's combination that only this test uses."""
-    server = Postgres(bindir=find_pg_bindir(combination.major))
-    # PgBouncer waits server_login_retry (15 s) after a failed server login.
-    pooler = make_pooler(combination.pooler, server, server_login_retry=1)
-    try:
-        server.start()
-        pooler.start()
-        with FaultProxy(
-            "127.0.0.1",
-            pooler.port,
-            cert_file=pooler.cert_file,
-            key_file=pooler.key_file,
-            upstream_tls=pooler.tls,
-        ) as proxy:
-            yield Stack(server, proxy)
-    finally:
-        pooler.cleanup()
-        server.cleanup()
 
 
 def test_server_down_is_retried_until_it_is_back(own_stack: Stack) -> None:
