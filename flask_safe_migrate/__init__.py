@@ -29,6 +29,8 @@ from .core.exceptions import UnsupportedServerError
 from .core.retry import RetryPolicy
 from .core.retry import RetryState
 from .core.retry import RetryStats
+from .core.revisions import alembic_include_object
+from .core.revisions import register_revisions
 from .core.runner import RunReport
 from .core.runner import StepStatus
 from .core.settings import MigrateSettings
@@ -74,9 +76,11 @@ __all__ = [
     "StepRegistry",
     "StepStatus",
     "UnsupportedServerError",
+    "alembic_include_object",
     "build_migration_engine",
     "cli",
     "execute_with_retry",
+    "register_revisions",
     "run_with_retry",
     "safe_url",
 ]

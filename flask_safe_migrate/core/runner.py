@@ -11,6 +11,7 @@ from dataclasses import field
 
 import sqlalchemy as sa
 
+from . import revisions
 from .disconnects import error_sqlstate
 from .exceptions import ChecksumMismatchError
 from .exceptions import LintViolationError
@@ -131,6 +132,10 @@ class Runner:
             raise
         return {r[0]: self.ledger.row(r) for r in rows}
 
+    def _query(self, sql: str) -> list[tuple[t.Any, ...]]:
+        """Run one read-only query, retried whole on disconnects."""
+        return send_idempotent(self.engine, sql, self.policy())
+
     def ensure_ledger(self) -> None:
         """Create the ledger if missing, under the migration lock (one message)."""
         message = ";\n".join(
@@ -243,6 +248,7 @@ class Runner:
         self.preflight(steps)
         rows = self.read_ledger()
         require_supported_server(self.engine.dialect)  # before anything is written
+        revisions.check_adopted(steps, rows or {}, self._query)
         if rows is None:
             rows = {}
             if not dry_run:
