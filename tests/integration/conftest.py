@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from .matrix import DEFAULT_MAJOR
 from .matrix import Combination
 from .matrix import is_matrix_test
 from .matrix import make_pooler
@@ -78,7 +79,7 @@ def _missing_server(major: int) -> list[str]:
     """What PostgreSQL ``major`` (and any server) needs that is not here."""
     missing = []
     if find_pg_bindir(major) is None:
-        install = "" if major == 15 else f" (bash scripts/install-pg.sh {major})"
+        install = "" if major == DEFAULT_MAJOR else f" (scripts/install-pg.sh {major})"
         missing.append(f"PostgreSQL {major} server binaries{install}")
     if find_openssl() is None:
         missing.append("openssl")
