@@ -7,6 +7,7 @@ combination, so the session's stack is never disturbed.
 
 from __future__ import annotations
 
+import importlib
 import threading
 import typing as t
 
@@ -24,6 +25,7 @@ from flask_safe_migrate.core.transaction import _retry_predicate
 from flask_safe_migrate.core.transaction import execute_with_retry
 
 from .conftest import Stack
+from .matrix import MATRIX_TESTS
 from .matrix import Combination
 from .services import FaultProxy
 from .services import TestDatabase
@@ -106,3 +108,20 @@ def test_engine_reports_the_selected_major(
     with engine.connect() as conn:
         version = int(conn.exec_driver_sql("SHOW server_version_num").scalar_one())
     assert version // 10000 == combination.major
+
+
+def test_every_listed_matrix_test_exists() -> None:
+    """Each entry of MATRIX_TESTS names a test that is there (a rename would
+    silently shrink the subset every other combination runs)."""
+    missing = []
+    for entry in MATRIX_TESTS:
+        path, _, name = entry.partition("::")
+        module = importlib.import_module(
+            f"tests.integration.{path.removesuffix('.py')}"
+        )
+        target: object = module
+        for part in filter(None, name.split("::")):
+            target = getattr(target, part, None)
+        if target is None:
+            missing.append(entry)
+    assert missing == []
