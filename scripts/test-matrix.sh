@@ -35,7 +35,7 @@ for combo in "${combos[@]}"; do
   else
     failed=$((failed + 1)) verdict=FAILED
   fi
-  summary+=("$(printf '  %-28s %-7s %4d s' "PostgreSQL $major, $pooler" "$verdict" $((SECONDS - started)))")
+  summary+=("$(printf '  %-38s %-7s %4d s' "PostgreSQL $major, $pooler" "$verdict" $((SECONDS - started)))")
 done
 echo "== matrix summary (combinations)"
 printf '%s\n' "${summary[@]}"
