@@ -26,6 +26,7 @@ from . import backfill
 from . import boot_cost
 from . import boot_storm
 from . import chaos_soak
+from . import cold_start
 from . import example_baselines
 from . import live_stall
 from . import report
@@ -35,7 +36,7 @@ from .common import TOOLS
 from .common import collect_versions
 from .common import running_stack
 
-FIGURES = ("boot", "stall", "backfill", "storm", "soak")
+FIGURES = ("boot", "stall", "backfill", "storm", "soak", "cold")
 COMMAND = "bash benchmarks/run.sh"
 
 FULL = {
@@ -95,6 +96,8 @@ def run(figures: t.Sequence[str], sizes: dict[str, t.Any]) -> dict[str, t.Any]:
                 results["storm"] = boot_storm.measure(
                     stack, TOOLS, alembic_dir, processes=sizes["storm_processes"]
                 )
+            elif figure == "cold":
+                results["cold"] = cold_start.measure(stack, alembic_dir)
             elif figure == "soak":
                 results["soak"] = chaos_soak.measure(
                     stack, TOOLS, alembic_dir, runs=sizes["soak_runs"]
