@@ -257,7 +257,10 @@ def _status_dict(status: StepStatus) -> dict[str, t.Any]:
         "attempts": row.attempts if row else 0,
         "progress": progress_fields(row.progress if row else None),
         "lease_owner": row.lease_owner if row else None,
-        "checksum": status.step.checksum,
+        # An applied step's checksum is its row's (no parsing to show it).
+        "checksum": row.checksum
+        if row is not None and status.state == "applied"
+        else status.step.checksum,
         "location": status.step.location,
     }
 

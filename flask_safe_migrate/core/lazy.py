@@ -53,9 +53,12 @@ class LazyModule:
 
 
 def _submodule(module: types.ModuleType, attr: str) -> types.ModuleType:
+    name = f"{module.__name__}.{attr}"
     try:
-        return importlib.import_module(f"{module.__name__}.{attr}")
+        return importlib.import_module(name)
     except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise  # the submodule exists but something it imports does not
         raise AttributeError(
             f"module {module.__name__!r} has no attribute {attr!r}"
         ) from exc
