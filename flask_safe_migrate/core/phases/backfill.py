@@ -511,7 +511,10 @@ class BackfillPhase(PhaseRunner):
         the time this one took (the server's measure when ``seconds`` is None)."""
         run.progress = progress
         if seconds is None:
+            # The last batch of the message sized itself on the server: go on from
+            # its size, not from the first batch's.
             seconds = float(progress.get("last_batch_seconds") or 0.0)
+            run.size = int(progress.get("batch_size") or run.size)
         elif not seconds:
             return  # nothing ran: keep the size
         run.size = next_batch_size(
