@@ -42,7 +42,6 @@ from .exceptions import ConfigurationError
 
 __all__ = [
     "DRIVERS",
-    "SCRIPT_OPTIONS",
     "Driver",
     "Psycopg2Driver",
     "Psycopg3Driver",
@@ -52,6 +51,7 @@ __all__ = [
     "in_server_transaction",
     "installed_driver_names",
     "set_autocommit",
+    "ssl_in_use",
     "xact_status",
 ]
 
@@ -63,7 +63,7 @@ _LAST_RESULT = "safe_migrate_last_result"
 
 #: Execution options of a message sent exactly as written (``%`` is no placeholder)
 #: whose result is that of its last statement.
-SCRIPT_OPTIONS: t.Final[t.Mapping[str, t.Any]] = {
+_SCRIPT_OPTIONS: t.Final[t.Mapping[str, t.Any]] = {
     "no_parameters": True,
     _LAST_RESULT: True,
 }
@@ -94,6 +94,10 @@ class Driver:
     def is_closed(self, raw: t.Any) -> bool:
         """Return whether the DBAPI connection ``raw`` is closed or broken."""
         return bool(raw.closed)
+
+    def ssl_in_use(self, raw: t.Any) -> bool:
+        """Return whether ``raw`` talks TLS to the server."""
+        return bool(raw.info.ssl_in_use)
 
 
 class Psycopg2Driver(Driver):
@@ -128,6 +132,10 @@ class Psycopg3Driver(Driver):
     def is_closed(self, raw: t.Any) -> bool:
         """Return ``raw.closed or raw.broken``."""
         return bool(raw.closed or raw.broken)
+
+    def ssl_in_use(self, raw: t.Any) -> bool:
+        """Return whether ``raw`` talks TLS (psycopg 3 keeps it on ``pgconn``)."""
+        return bool(raw.pgconn.ssl_in_use)
 
 
 #: The supported drivers by SQLAlchemy driver name, in order of preference for a
@@ -183,6 +191,11 @@ def set_autocommit(conn: sa.Connection, on: bool) -> None:
     raw.autocommit = on
 
 
+def ssl_in_use(conn: sa.Connection) -> bool:
+    """Return whether ``conn`` talks TLS to the server (or pooler) (no I/O)."""
+    return driver_for(conn).ssl_in_use(dbapi_connection(conn))
+
+
 def in_server_transaction(conn: sa.Connection) -> bool:
     """Return whether the server has a transaction open on ``conn`` (no I/O).
 
@@ -230,7 +243,7 @@ def execute_script(conn: sa.Connection, sql: str) -> sa.CursorResult[t.Any]:
     SQLAlchemy wraps it, and the statements after it do not run.
     """
     _install_last_result_hook(conn.engine)
-    return conn.exec_driver_sql(sql, execution_options=SCRIPT_OPTIONS)
+    return conn.exec_driver_sql(sql, execution_options=_SCRIPT_OPTIONS)
 
 
 _XID = re.compile(r"[0-9]{1,20}")

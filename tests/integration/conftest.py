@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from .drivers import url_driver  # noqa: F401 - a fixture, parametrizes its users
 from .services import FaultProxy
 from .services import PgBouncer
 from .services import Postgres
