@@ -182,10 +182,13 @@ def set_autocommit(conn: sa.Connection, on: bool) -> None:
     This is the driver's flag, not SQLAlchemy's isolation-level option, whose reset
     on return sends a session-level ``SET`` that has no place behind a
     transaction-mode pooler. Turning it on also turns off psycopg 3's automatic
-    server-side prepares on the connection, whatever engine it came from.
+    server-side prepares on the connection, whatever engine it came from. A closed
+    or broken connection is left alone: the pool will not hand it out again.
     """
     driver = driver_for(conn)
     raw = dbapi_connection(conn)
+    if raw is None or driver.is_closed(raw):
+        return
     if on:
         driver.disable_prepare(raw)
     raw.autocommit = on
@@ -234,7 +237,9 @@ def _install_last_result_hook(engine: sa.Engine) -> None:
             sa.event.listen(engine, "after_cursor_execute", _to_last_result)
 
 
-def execute_script(conn: sa.Connection, sql: str) -> sa.CursorResult[t.Any]:
+def execute_script(
+    conn: sa.Connection, sql: str
+) -> sa.CursorResult[t.Unpack[tuple[t.Any, ...]]]:
     """Send ``sql``, one or several statements, as one message; return the last result.
 
     The text goes as written (no placeholders), in one simple-protocol Query: one
