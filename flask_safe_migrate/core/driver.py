@@ -239,7 +239,7 @@ def _install_last_result_hook(engine: sa.Engine) -> None:
 
 def execute_script(
     conn: sa.Connection, sql: str
-) -> sa.CursorResult[t.Unpack[tuple[t.Any, ...]]]:
+) -> sa.CursorResult[*tuple[t.Any, ...]]:
     """Send ``sql``, one or several statements, as one message; return the last result.
 
     The text goes as written (no placeholders), in one simple-protocol Query: one

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from .drivers import url_driver  # noqa: F401 - a fixture, parametrizes its users
+from .drivers import proxy_url_on_driver  # noqa: F401 - fixtures: one run per driver
+from .drivers import url_driver  # noqa: F401
 from .services import FaultProxy
 from .services import PgBouncer
 from .services import Postgres

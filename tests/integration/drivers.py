@@ -6,10 +6,16 @@ A test that asks for ``url_driver`` runs once per driver, with the same assertio
 
 from __future__ import annotations
 
+import typing as t
+
 import pytest
 import sqlalchemy as sa
 
-__all__ = ["URL_DRIVERS", "url_driver", "with_driver"]
+if t.TYPE_CHECKING:
+    from .services import FaultProxy
+    from .services import TestDatabase
+
+__all__ = ["URL_DRIVERS", "proxy_url_on_driver", "url_driver", "with_driver"]
 
 #: SQLAlchemy driver names by test id.
 URL_DRIVERS = {"psycopg2": "postgresql+psycopg2", "psycopg3": "postgresql+psycopg"}
@@ -20,6 +26,14 @@ def url_driver(request: pytest.FixtureRequest) -> str:
     """Give a URL driver name (``postgresql+psycopg2``, ``postgresql+psycopg``)."""
     name: str = request.param
     return name
+
+
+@pytest.fixture
+def proxy_url_on_driver(
+    proxy: FaultProxy, database: TestDatabase, url_driver: str
+) -> str:
+    """Give the URL of ``database`` through ``proxy``, once per driver."""
+    return proxy.url(database.name, driver=url_driver)
 
 
 def with_driver(url: str, url_driver: str) -> str:
