@@ -34,6 +34,7 @@ from .test_faults import SERVER_CLOSED
 from .test_faults import Client
 from .test_faults import connect_failure
 from .test_faults import dbapi_error
+from .test_faults import kill_when_sleeping
 from .test_faults import run_later
 from .test_faults import sleeping_backends
 from .test_faults import terminate
@@ -141,7 +142,7 @@ class TestDrops:
         """Rows 5 and 6: a kill mid-query errors at once; the query runs on."""
         one = client(proxy.url(database.name))
         one.idle()
-        run_later(0.5, lambda: proxy.kill_all(mode))  # type: ignore[arg-type]
+        run_later(0, lambda: kill_when_sleeping(database, proxy, mode))
         started = time.monotonic()
         exc = one.fail("SELECT pg_sleep(3)")
         assert time.monotonic() - started < ERROR_WITHIN_SECONDS
