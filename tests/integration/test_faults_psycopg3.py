@@ -29,6 +29,7 @@ from .services import FaultProxy
 from .services import PgBouncer
 from .services import TestDatabase
 from .test_faults import ERROR_WITHIN_SECONDS
+from .test_faults import LONG_QUERY
 from .test_faults import REFUSED
 from .test_faults import SERVER_CLOSED
 from .test_faults import Client
@@ -142,9 +143,10 @@ class TestDrops:
         """Rows 5 and 6: a kill mid-query errors at once; the query runs on."""
         one = client(proxy.url(database.name))
         one.idle()
-        run_later(0, lambda: kill_when_sleeping(database, proxy, mode))
+        killer = run_later(lambda: kill_when_sleeping(database, proxy, mode))
         started = time.monotonic()
-        exc = one.fail("SELECT pg_sleep(3)")
+        exc = one.fail(LONG_QUERY)
+        killer.wait()
         assert time.monotonic() - started < ERROR_WITHIN_SECONDS
         assert_dropped(one, exc, message)
         assert sleeping_backends(database) == 1
@@ -228,9 +230,10 @@ class TestServerMessages:
         """Rows 17 and 20: a backend terminated mid-query errors at once."""
         one = client(getattr(database, path))
         one.idle()
-        run_later(0, lambda: terminate_when_sleeping(database))
+        killer = run_later(lambda: terminate_when_sleeping(database))
         started = time.monotonic()
-        exc = one.fail("SELECT pg_sleep(3)")
+        exc = one.fail(LONG_QUERY)
+        killer.wait()
         assert time.monotonic() - started < ERROR_WITHIN_SECONDS
         assert_dropped(one, exc, ADMIN_SHUTDOWN, psycopg.errors.AdminShutdown, "57P01")
 
