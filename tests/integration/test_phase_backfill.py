@@ -229,13 +229,16 @@ def test_million_row_backfill_killed_ten_times_updates_every_row_once(
 
 
 def test_lost_batch_replies_and_connection_chaos_update_each_row_once(
-    database: TestDatabase, proxy: FaultProxy, proxy_url: str, engines: list[sa.Engine]
+    database: TestDatabase,
+    proxy: FaultProxy,
+    proxy_url_on_driver: str,
+    engines: list[sa.Engine],
 ) -> None:
     """The reply of every 3rd batch is lost after it committed, and connections die
     every 0.3-0.9 s: the runner re-reads its checkpoint and nothing runs twice."""
     rows = 60_000
     make_items(database, rows)
-    settings = settings_for(proxy_url, backfill_batch_size=500)
+    settings = settings_for(proxy_url_on_driver, backfill_batch_size=500)
     proxy.drop_reply(every_third("$safe_migrate_batch$"))
     proxy.chaos(0.3, 0.9)
     report = runner_for(settings, registry(), engines).run([Phase.BACKFILL])
@@ -434,14 +437,17 @@ def test_missing_table_fails_naming_the_step(
 
 
 def test_each_batch_costs_one_round_trip(
-    database: TestDatabase, proxy: FaultProxy, proxy_url: str, engines: list[sa.Engine]
+    database: TestDatabase,
+    proxy: FaultProxy,
+    proxy_url_on_driver: str,
+    engines: list[sa.Engine],
 ) -> None:
     """Counted at the proxy: a run reads the ledger (1), starts the step (1), then
     sends one message per batch, the last of which finds nothing left."""
     rows = 30_000
     make_items(database, rows)
     runner = runner_for(
-        settings_for(proxy_url, backfill_batch_size=500), registry(), engines
+        settings_for(proxy_url_on_driver, backfill_batch_size=500), registry(), engines
     )
     runner.ensure_ledger()  # also pays the engine's first-connect queries
     proxy.reset_counters()
