@@ -21,6 +21,8 @@ from . import revisions
 from .disconnects import ErrorKind
 from .disconnects import classify_error
 from .disconnects import describe_error
+from .driver import execute_script
+from .driver import ssl_in_use
 from .engine import safe_url
 from .exceptions import ConfigurationError
 from .exceptions import DatabaseUnavailableError
@@ -63,7 +65,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_NO_PARAMS = {"no_parameters": True}
 BeforeSleep = t.Callable[[RetryState], None]
 
 
@@ -274,7 +275,7 @@ def execute(
     policy = settings_policy(settings, before_sleep=before_sleep)
 
     def work(conn: sa.Connection) -> tuple[list[str], list[tuple[t.Any, ...]], int]:
-        result = conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)
+        result = execute_script(conn, sql)
         if result.returns_rows:
             rows = [tuple(r) for r in result.fetchall()]
             return list(result.keys()), rows if fetch else [], len(rows)
@@ -341,9 +342,7 @@ def baseline(
             lock = runner.ledger.lock_sql(settings.advisory_lock_wait_seconds)
 
             def work(conn: sa.Connection) -> None:
-                conn.exec_driver_sql(
-                    ";\n".join([lock, *inserts]), execution_options=_NO_PARAMS
-                )
+                execute_script(conn, ";\n".join([lock, *inserts]))
 
             run_with_retry_stats(engine, work, policy=runner.policy())
     return BaselineReport(recorded=[s.id for s in todo], already_applied=already)
@@ -382,12 +381,12 @@ def baseline_from_alembic(
     lock = runner.ledger.lock_sql(settings.advisory_lock_wait_seconds)
 
     def work(conn: sa.Connection) -> list[Step]:
-        conn.exec_driver_sql(lock, execution_options=_NO_PARAMS)
+        execute_script(conn, lock)
         versions = _alembic_versions(conn)
         steps = revisions.revisions_upto(registry.steps(), versions)
         if steps:
             sql = ";\n".join(_record_applied_sql(runner, steps))
-            conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)
+            execute_script(conn, sql)
         return steps
 
     with translate_db_errors(engine):
@@ -458,13 +457,12 @@ def doctor(settings: MigrateSettings, engine: sa.Engine) -> DoctorReport:
                 "connect", True, f"connected in {time.monotonic() - started:.3f}s"
             )
         )
-        raw = conn.connection.dbapi_connection
-        ssl_in_use = bool(getattr(getattr(raw, "info", None), "ssl_in_use", False))
+        tls = ssl_in_use(conn)
         checks.append(
             DoctorCheck(
                 "tls",
-                ssl_in_use,
-                "TLS in use" if ssl_in_use else "no TLS: add ?sslmode=require",
+                tls,
+                "TLS in use" if tls else "no TLS: add ?sslmode=require",
             )
         )
         version = conn.exec_driver_sql("SHOW server_version_num").scalar()

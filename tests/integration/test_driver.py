@@ -7,6 +7,7 @@ import typing as t
 import pytest
 import sqlalchemy as sa
 
+from flask_safe_migrate.core.commands import doctor
 from flask_safe_migrate.core.driver import driver_for
 from flask_safe_migrate.core.driver import execute_script
 from flask_safe_migrate.core.driver import in_server_transaction
@@ -106,3 +107,16 @@ def test_xact_status_of_an_aborted_transaction(conn: sa.Connection) -> None:
 def test_tls_is_seen_on_either_driver(conn: sa.Connection) -> None:
     """The proxy terminates TLS: both drivers report it in use."""
     assert ssl_in_use(conn)
+
+
+def test_doctor_reports_tls_and_the_server_on_either_driver(
+    engine: sa.Engine,
+) -> None:
+    """doctor reads TLS from the driver (psycopg 3 keeps it on ``pgconn``)."""
+    settings = MigrateSettings(
+        database_uri=engine.url.render_as_string(hide_password=False)
+    )
+    report = doctor(settings, engine)
+    checks = {check.name: check for check in report.checks}
+    assert checks["tls"].ok, checks["tls"].detail
+    assert checks["server"].ok, checks["server"].detail
