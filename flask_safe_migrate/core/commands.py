@@ -49,6 +49,8 @@ from .retry import RetryState
 from .runner import Runner
 from .runner import RunReport
 from .runner import StepStatus
+from .server_version import server_version
+from .server_version import server_version_problem
 from .settings import MigrateSettings
 from .sql import SqlSyntaxError
 from .sql import StatementKind
@@ -728,14 +730,10 @@ def _tls_check(conn: sa.Connection) -> DoctorCheck:
 
 
 def _server_check(conn: sa.Connection) -> DoctorCheck:
-    version = conn.exec_driver_sql("SHOW server_version_num").scalar()
-    major = int(str(version)) // 10000
-    supported = major >= 13
-    return DoctorCheck(
-        "server",
-        supported,
-        f"PostgreSQL {major}" + ("" if supported else " (13+ required)"),
-    )
+    version = server_version(conn.dialect)
+    problem = server_version_problem(version)
+    shown = "PostgreSQL " + ".".join(map(str, version or ()))
+    return DoctorCheck("server", problem is None, problem or shown)
 
 
 def _round_trip_check(conn: sa.Connection) -> DoctorCheck:
