@@ -7,6 +7,7 @@ import dataclasses
 import importlib
 import logging
 import os
+import pkgutil
 import sys
 import typing as t
 
@@ -26,7 +27,7 @@ from .core.steps import Step
 from .core.steps import StepRegistrar
 from .core.steps import StepRegistry
 
-__all__ = ["SafeMigrate", "get_state", "migration_engine"]
+__all__ = ["SafeMigrate", "get_state", "migration_engine", "registrar_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,15 @@ class _AppState:
     settings: MigrateSettings
     registry: StepRegistry
     error: SafeMigrateError | None = None
+    #: The Flask-SQLAlchemy ``db`` given to ``init_app``; only ``generate`` reads
+    #: it (its ``metadata``), never the boot run.
+    db: object | None = None
+
+    def models(self) -> sa.MetaData | None:
+        """The models ``generate`` compares: ``db.metadata``, or None without a db
+        (``SAFE_MIGRATE_METADATA``, when set, wins over both)."""
+        metadata = getattr(self.db, "metadata", None) if self.db is not None else None
+        return metadata if isinstance(metadata, sa.MetaData) else None
 
 
 class SafeMigrate(StepRegistrar):
@@ -120,7 +130,7 @@ class SafeMigrate(StepRegistrar):
                 MigrateSettings(), self.registry, error=exc
             )
             return
-        app.extensions[EXTENSION_KEY] = _AppState(settings, self.registry)
+        app.extensions[EXTENSION_KEY] = _AppState(settings, self.registry, db=db)
         if settings.on_boot != "off" and not for_cli:
             self._boot(settings)
 
@@ -169,14 +179,59 @@ def _as_string(url: str | sa.URL) -> str:
 
 
 def _import_step_modules(modules: t.Sequence[str]) -> None:
+    """Import each step module; a package's modules are imported in file name
+    order (``0001_x``, ``0002_y``; names starting with ``_`` are skipped)."""
     for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            raise ConfigurationError(
-                f"cannot import step module {name!r}: {exc}",
-                key=PREFIX + "STEP_MODULES",
-            ) from exc
+        package = _import_step_module(name)
+        path = getattr(package, "__path__", None)
+        if path is None:
+            continue
+        found = sorted(pkgutil.iter_modules(path), key=lambda info: info.name)
+        for info in found:
+            if not info.name.startswith("_"):
+                _import_step_module(f"{name}.{info.name}")
+
+
+def _import_step_module(name: str) -> object:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"cannot import step module {name!r}: {exc}",
+            key=PREFIX + "STEP_MODULES",
+        ) from exc
+
+
+def registrar_path(app: Flask | None = None) -> str:
+    """``module:attribute`` of the ``SafeMigrate`` object that registers the steps
+    of ``app``, for the modules ``generate`` writes to import.
+
+    Among the imported modules that hold it at top level, modules outside the
+    step modules come first (a step module imports it from where it is made),
+    then the name ``migrate``, then module name order.
+
+    :raises ConfigurationError: no imported module holds it at top level.
+    """
+    state = get_state(app)
+    skip = tuple(state.settings.step_modules)
+    found = []
+    for module_name, module in list(sys.modules.items()):
+        if module is None or module_name == "__main__":
+            continue
+        stepish = any(module_name == s or module_name.startswith(s + ".") for s in skip)
+        for attribute, value in list(vars(module).items()):
+            if isinstance(value, SafeMigrate) and value.registry is state.registry:
+                found.append((stepish, module_name, attribute))
+    if not found:
+        raise ConfigurationError(
+            "the SafeMigrate object is not a module-level name of any module; "
+            "create it at the top of a module (migrate = SafeMigrate())",
+            key=PREFIX + "STEP_MODULES",
+        )
+    _, module_name, attribute = min(
+        found, key=lambda f: (f[0], f[2] != "migrate", f[1])
+    )
+    return f"{module_name}:{attribute}"
 
 
 def _loaded_for_cli() -> bool:
