@@ -21,9 +21,13 @@ from .disconnects import ErrorKind
 from .disconnects import classify_error
 from .disconnects import describe_error
 from .engine import safe_url
+from .exceptions import ConfigurationError
 from .exceptions import DatabaseUnavailableError
 from .exceptions import RetryExhaustedError
 from .exceptions import StatementFailedError
+from .generate import GenerateReport
+from .generate import generate as generate_module
+from .generate import load_metadata
 from .ledger import LedgerRow
 from .phases.backfill import BackfillProgress
 from .phases.schema import check_schema_sql
@@ -31,6 +35,7 @@ from .retry import RetryState
 from .runner import Runner
 from .runner import RunReport
 from .runner import StepStatus
+from .settings import PREFIX
 from .settings import MigrateSettings
 from .steps import Phase
 from .steps import Step
@@ -48,6 +53,7 @@ __all__ = [
     "baseline",
     "doctor",
     "execute",
+    "generate",
     "plan",
     "run",
     "status",
@@ -524,3 +530,48 @@ def check(
         disabled=settings.lint_disabled_rules,
         squawk=squawk,
     )
+
+
+# -- generate ----------------------------------------------------------------------
+
+
+def generate(
+    settings: MigrateSettings,
+    registry: StepRegistry,
+    engine: sa.Engine,
+    *,
+    message: str,
+    registrar: str,
+    metadata: sa.MetaData | None = None,
+    output: str | None = None,
+    dry_run: bool = False,
+    check: bool = False,
+    allow_destructive: bool = False,
+) -> GenerateReport:
+    """Write a steps module from the models (see :func:`.generate.generate`).
+
+    :param metadata: the app's models (Flask-SQLAlchemy's ``db.metadata``);
+        ``SAFE_MIGRATE_METADATA`` wins when set.
+    :raises ConfigurationError: no models to compare.
+    """
+    if settings.metadata is not None:
+        metadata = load_metadata(settings.metadata)
+    if metadata is None:
+        raise ConfigurationError(
+            "no models to compare: pass the Flask-SQLAlchemy db to init_app(app, db) "
+            "or set it to 'pkg.module:metadata'",
+            key=PREFIX + "METADATA",
+        )
+    with translate_db_errors(engine):
+        return generate_module(
+            settings,
+            registry,
+            engine,
+            metadata,
+            message=message,
+            registrar=registrar,
+            output=output,
+            dry_run=dry_run,
+            check=check,
+            allow_destructive=allow_destructive,
+        )
