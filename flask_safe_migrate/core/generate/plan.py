@@ -31,6 +31,9 @@ __all__ = ["Planner", "plan_steps"]
 _NOT_NULL_SCAN = (
     "-- safe-migrate: ignore adding-not-nullable-field validated CHECK: no scan\n"
 )
+_ACCEPTED = (
+    "-- safe-migrate: ignore changing-column-type accepted by --allow-destructive\n"
+)
 _DESTRUCTIVE = (
     "Destructive: uncomment it (or generate with --allow-destructive) once no "
     "deployed code uses it."
@@ -382,7 +385,8 @@ class Planner:
                 f"{table}.{column} becomes {new_type}: most type changes rewrite "
                 "the table under an ACCESS EXCLUSIVE lock (expand/contract: add a "
                 "new column, backfill it, switch the code, drop the old one).",
-                f"ALTER TABLE {target} ALTER COLUMN {col} TYPE {new_type} "
+                (_ACCEPTED if self.allow_destructive else "")
+                + f"ALTER TABLE {target} ALTER COLUMN {col} TYPE {new_type} "
                 f"USING {col}::{new_type}",
             )
         statements: list[str] = []
