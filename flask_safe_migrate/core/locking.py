@@ -1,59 +1,18 @@
-"""Table-lock retries that do not stall live traffic, and who is blocking.
+"""Who is blocking a table lock: the sessions a waiting schema step queues behind.
 
-While an ``ALTER TABLE`` waits for its lock, every later query on that table queues
-behind it. So each attempt waits only briefly (``SET LOCAL lock_timeout``), starting
-small and growing attempt by attempt up to the configured maximum, with pauses in
-between during which the queued queries drain. This follows GitLab's
-``WithLockRetries`` timing schedule, in closed form.
+The growing ``lock_timeout`` schedule itself is
+:func:`~flask_safe_migrate.core.retry.lock_retry_schedule`.
 """
 
 from __future__ import annotations
 
-import random
 import typing as t
-from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from .ledger import literal
 
-__all__ = ["LockAttempt", "describe_blockers", "lock_retry_schedule"]
-
-#: Growth of the lock timeout from one attempt to the next.
-_GROWTH = 1.35
-#: Once an attempt may hold live queries for a second or more, pause this many
-#: times longer than it waited, so at most a quarter of the time is spent waiting.
-_LONG_PAUSE_FACTOR = 3.0
-
-
-@dataclass(frozen=True)
-class LockAttempt:
-    """Lock timeout for one attempt and the pause after it fails."""
-
-    lock_timeout_seconds: float
-    pause_seconds: float
-
-
-def lock_retry_schedule(
-    attempt: int,
-    *,
-    initial_seconds: float,
-    maximum_seconds: float,
-    rng: random.Random | None = None,
-) -> LockAttempt:
-    """Return the lock timeout of ``attempt`` (0-based) and the pause that follows it.
-
-    The timeout grows geometrically from ``initial_seconds`` to ``maximum_seconds``.
-    The pause equals the timeout while attempts are short (under one second), then
-    three times the timeout, so the share of time live queries can be held up stays
-    small however long the blocker lasts. Pauses get ±20% jitter so that several
-    migrators do not retry in lockstep.
-    """
-    timeout = min(maximum_seconds, initial_seconds * _GROWTH**attempt)
-    pause = timeout if timeout < 1.0 else timeout * _LONG_PAUSE_FACTOR
-    jitter = (rng or random).uniform(0.8, 1.2)
-    return LockAttempt(lock_timeout_seconds=timeout, pause_seconds=pause * jitter)
-
+__all__ = ["describe_blockers"]
 
 _BLOCKERS_SQL = """
 SELECT a.pid, coalesce(nullif(a.application_name, ''), '?'), a.state,

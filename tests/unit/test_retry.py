@@ -1,4 +1,7 @@
-"""Unit tests of the retry policy, its strategies and hooks; nothing sleeps."""
+"""Unit tests of the retry policy, its strategies, hooks and the lock-retry schedule.
+
+Nothing sleeps: every policy gets a fake clock and sleep.
+"""
 
 from __future__ import annotations
 
@@ -12,21 +15,15 @@ import sqlalchemy as sa
 
 from flask_safe_migrate.core.disconnects import ErrorKind
 from flask_safe_migrate.core.exceptions import RetryExhaustedError
-from flask_safe_migrate.core.retry import RetryAlways
 from flask_safe_migrate.core.retry import RetryIf
-from flask_safe_migrate.core.retry import RetryNever
 from flask_safe_migrate.core.retry import RetryPolicy
 from flask_safe_migrate.core.retry import RetryState
 from flask_safe_migrate.core.retry import StopAfterAttempt
 from flask_safe_migrate.core.retry import StopAfterElapsed
 from flask_safe_migrate.core.retry import StopAny
-from flask_safe_migrate.core.retry import StopNever
-from flask_safe_migrate.core.retry import WaitExponential
 from flask_safe_migrate.core.retry import WaitExponentialFullJitter
-from flask_safe_migrate.core.retry import WaitFixed
-from flask_safe_migrate.core.retry import WaitJitter
-from flask_safe_migrate.core.retry import chain_hooks
 from flask_safe_migrate.core.retry import default_policy
+from flask_safe_migrate.core.retry import lock_retry_schedule
 from flask_safe_migrate.core.retry import log_before_sleep
 
 
@@ -104,7 +101,7 @@ def fake_time() -> FakeTime:
 
 def make_policy(fake_time: FakeTime, **kwargs: t.Any) -> RetryPolicy:
     """Return a policy on the fake clock with fixed 1 s waits unless overridden."""
-    kwargs.setdefault("wait", WaitFixed(1.0))
+    kwargs.setdefault("wait", lambda state: 1.0)
     return RetryPolicy(sleep=fake_time.sleep, clock=fake_time, **kwargs)
 
 
@@ -173,6 +170,11 @@ def test_exhausted_by_attempts(fake_time: FakeTime) -> None:
     assert fake_time.sleeps == [1.0, 1.0]
 
 
+def retry_always(exc: BaseException) -> bool:
+    """Retry every error."""
+    return True
+
+
 def test_exhausted_by_elapsed_deadline(fake_time: FakeTime) -> None:
     """The deadline stops before a sleep that would reach it."""
 
@@ -181,7 +183,10 @@ def test_exhausted_by_elapsed_deadline(fake_time: FakeTime) -> None:
         raise disconnect()
 
     policy = make_policy(
-        fake_time, stop=StopAfterElapsed(10.0), wait=WaitFixed(2.0), retry=RetryAlways()
+        fake_time,
+        stop=StopAfterElapsed(10.0),
+        wait=lambda state: 2.0,
+        retry=RetryIf(retry_always),
     )
     with pytest.raises(RetryExhaustedError) as info:
         policy.call(fn)
@@ -200,10 +205,10 @@ def test_single_attempt_never_sleeps(fake_time: FakeTime) -> None:
 
 
 def test_keyboard_interrupt_not_retried(fake_time: FakeTime) -> None:
-    """KeyboardInterrupt propagates at once, even under RetryAlways."""
+    """KeyboardInterrupt propagates at once, even when every error is retried."""
     fn = Flaky(KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
-        make_policy(fake_time, retry=RetryAlways()).call(fn)
+        make_policy(fake_time, retry=RetryIf(retry_always)).call(fn)
     assert fn.calls == 1
     assert fake_time.sleeps == []
 
@@ -212,13 +217,6 @@ def test_negative_wait_clamped_to_zero(fake_time: FakeTime) -> None:
     """A wait strategy returning a negative number sleeps zero seconds."""
     _, stats = make_policy(fake_time, wait=lambda s: -1.0).call(Flaky(disconnect()))
     assert stats.sleeps == (0.0,)
-
-
-def test_wait_exponential_doubles_and_caps() -> None:
-    """WaitExponential grows by the multiplier and stops at the maximum."""
-    wait = WaitExponential(initial=0.5, maximum=3.0)
-    assert [wait(state(n)) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
-    assert wait(state(5000)) == 3.0  # the float power overflows
 
 
 def test_wait_full_jitter_bounds() -> None:
@@ -232,40 +230,16 @@ def test_wait_full_jitter_bounds() -> None:
         assert draws == [again(state(attempt)) for _ in range(50)]
     late = [wait(state(10)) for _ in range(200)]
     assert max(late) > 2.0  # the cap bounds the draws; it does not pin them to zero
-
-
-def test_wait_jitter_bounds() -> None:
-    """WaitJitter draws within [0, maximum]."""
-    wait = WaitJitter(0.5, rng=random.Random(1))
-    assert all(0.0 <= wait(state()) <= 0.5 for _ in range(100))
-
-
-def test_wait_sum() -> None:
-    """Waits added with + sleep for the sum, including plain functions."""
-    wait = WaitFixed(1.0) + WaitExponential(initial=2.0) + (lambda s: 0.25)
-    assert wait(state(2)) == 1.0 + 4.0 + 0.25
+    assert all(0.0 <= wait(state(5000)) <= 4.0 for _ in range(10))  # float overflow
 
 
 def test_stop_composition() -> None:
-    """Stops compose with | (either) and & (both), plain functions included."""
+    """Stops compose with | (either), a plain function on the right included."""
     either = StopAfterAttempt(3) | StopAfterElapsed(10.0)
     assert not either(state(2, elapsed=5.0))
     assert either(state(3, elapsed=5.0))
     assert either(state(2, elapsed=9.0, sleep=1.0))
-    both = StopAfterAttempt(3) & StopAfterElapsed(10.0)
-    assert not both(state(3, elapsed=5.0))
-    assert both(state(3, elapsed=10.0))
-    reflected = (lambda s: s.attempt == 2) | StopNever()
-    assert reflected(state(2))
-    assert not reflected(state(1))
-
-
-def test_retry_composition() -> None:
-    """Retry strategies compose with | and &."""
-    is_disconnect_error = RetryIf(lambda e: isinstance(e, sa.exc.OperationalError))
-    assert (RetryNever() | is_disconnect_error)(state())
-    assert not (RetryNever() & is_disconnect_error)(state())
-    assert (RetryAlways() & is_disconnect_error)(state())
+    assert (StopAfterAttempt(9) | (lambda s: s.attempt == 2))(state(2))
 
 
 def test_invalid_strategy_arguments() -> None:
@@ -274,32 +248,20 @@ def test_invalid_strategy_arguments() -> None:
         StopAfterAttempt(0)
     with pytest.raises(ValueError, match="max_seconds"):
         StopAfterElapsed(-1.0)
-    with pytest.raises(ValueError, match="multiplier"):
-        WaitExponential(multiplier=0.0)
-    with pytest.raises(ValueError, match="seconds"):
-        WaitFixed(-0.1)
+    with pytest.raises(ValueError, match="initial"):
+        WaitExponentialFullJitter(initial=-0.1)
 
 
 def test_before_sleep_receives_next_sleep(fake_time: FakeTime) -> None:
     """The before_sleep hook sees each failed attempt with the chosen sleep."""
     seen: list[RetryState] = []
     policy = make_policy(
-        fake_time, wait=WaitExponential(initial=1.0), before_sleep=seen.append
+        fake_time, wait=lambda s: float(s.attempt), before_sleep=seen.append
     )
     policy.call(Flaky(disconnect(), disconnect()))
     assert [(s.attempt, s.next_sleep_seconds) for s in seen] == [(1, 1.0), (2, 2.0)]
     assert [s.elapsed_seconds for s in seen] == [0.0, 1.0]
     assert all(isinstance(s.exception, sa.exc.OperationalError) for s in seen)
-
-
-def test_chain_hooks_calls_each_in_order(fake_time: FakeTime) -> None:
-    """chain_hooks calls every hook in order and skips None."""
-    calls: list[str] = []
-    hook = chain_hooks(
-        lambda s: calls.append("a"), None, lambda s: calls.append(f"b{s.attempt}")
-    )
-    make_policy(fake_time, before_sleep=hook).call(Flaky(disconnect()))
-    assert calls == ["a", "b1"]
 
 
 def test_log_before_sleep(
@@ -308,7 +270,7 @@ def test_log_before_sleep(
     """log_before_sleep logs the attempt, error, error class, SQLSTATE and sleep."""
     logger = logging.getLogger("tests.retry")
     policy = make_policy(
-        fake_time, wait=WaitFixed(0.5), before_sleep=log_before_sleep(logger)
+        fake_time, wait=lambda s: 0.5, before_sleep=log_before_sleep(logger)
     )
     with caplog.at_level(logging.WARNING, logger="tests.retry"):
         policy.call(Flaky(serialization_failure(), disconnect()))
@@ -321,34 +283,6 @@ def test_log_before_sleep(
     )
     assert second.getMessage().startswith("attempt 2 failed: OperationalError: SSL")
     assert f"(class {ErrorKind.DISCONNECT.value}, SQLSTATE -)" in second.getMessage()
-
-
-def test_wrap_keeps_metadata_and_retries(fake_time: FakeTime) -> None:
-    """wrap keeps the function's name and docstring and returns its result."""
-    fn = Flaky(disconnect())
-
-    @make_policy(fake_time).wrap
-    def run_step(suffix: str) -> str:
-        """Run a step."""
-        return fn() + suffix
-
-    assert run_step.__name__ == "run_step"
-    assert run_step.__doc__ == "Run a step."
-    assert run_step("!") == "done!"
-    assert fn.calls == 2
-
-
-def test_copy_changes_only_what_is_given(fake_time: FakeTime) -> None:
-    """copy replaces the given arguments, keeps the rest, and None removes the hook."""
-    seen: list[RetryState] = []
-    policy = make_policy(fake_time, stop=StopAfterAttempt(2), before_sleep=seen.append)
-    changed = policy.copy(stop=StopAfterAttempt(5), before_sleep=None)
-    assert changed.stop == StopAfterAttempt(5)
-    assert changed.before_sleep is None
-    assert changed.wait is policy.wait
-    assert changed.sleep == fake_time.sleep
-    assert policy.stop == StopAfterAttempt(2)
-    assert policy.before_sleep == seen.append
 
 
 def test_default_policy(fake_time: FakeTime) -> None:
@@ -376,3 +310,21 @@ def test_default_policy_retries_only_retryable(fake_time: FakeTime) -> None:
     with pytest.raises(sa.exc.ProgrammingError):
         default_policy(sleep=fake_time.sleep, clock=fake_time).call(fn)
     assert fn.calls == 1
+
+
+def test_lock_schedule_grows_to_the_maximum_with_pauses() -> None:
+    """Lock timeouts start small and grow to the cap; long waits pause longer."""
+    rng = random.Random(1)
+    plan = [
+        lock_retry_schedule(i, initial_seconds=0.1, maximum_seconds=2.0, rng=rng)
+        for i in range(20)
+    ]
+    timeouts = [p.lock_timeout_seconds for p in plan]
+    assert timeouts[0] == pytest.approx(0.1)
+    assert timeouts == sorted(timeouts)
+    assert timeouts[-1] == 2.0
+    assert sum(s for s in timeouts if s < 1.0) > 2.0, "many short attempts come first"
+    for p in plan:
+        factor = 1.0 if p.lock_timeout_seconds < 1.0 else 3.0
+        low = 0.8 * factor * p.lock_timeout_seconds
+        assert low <= p.pause_seconds <= 1.2 * factor * p.lock_timeout_seconds

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from flask_safe_migrate.core.exceptions import DuplicateStepError
@@ -13,7 +11,6 @@ from flask_safe_migrate.core.exceptions import StepRefusedError
 from flask_safe_migrate.core.ledger import Ledger
 from flask_safe_migrate.core.ledger import literal
 from flask_safe_migrate.core.ledger import quote_ident
-from flask_safe_migrate.core.locking import lock_retry_schedule
 from flask_safe_migrate.core.phases.schema import check_schema_sql
 from flask_safe_migrate.core.steps import Phase
 from flask_safe_migrate.core.steps import StepHandle
@@ -184,24 +181,6 @@ def test_lock_keys_differ_per_ledger() -> None:
     """Two ledgers in one database do not share a migration lock."""
     assert Ledger("a").lock_key != Ledger("b").lock_key
     assert Ledger("a").lock_key == Ledger("a").lock_key
-
-
-def test_lock_schedule_grows_to_the_maximum_with_pauses() -> None:
-    """Lock timeouts start small and grow to the cap; long waits pause longer."""
-    rng = random.Random(1)
-    plan = [
-        lock_retry_schedule(i, initial_seconds=0.1, maximum_seconds=2.0, rng=rng)
-        for i in range(20)
-    ]
-    timeouts = [p.lock_timeout_seconds for p in plan]
-    assert timeouts[0] == pytest.approx(0.1)
-    assert timeouts == sorted(timeouts)
-    assert timeouts[-1] == 2.0
-    assert sum(t for t in timeouts if t < 1.0) > 2.0, "many short attempts come first"
-    for p in plan:
-        factor = 1.0 if p.lock_timeout_seconds < 1.0 else 3.0
-        low = 0.8 * factor * p.lock_timeout_seconds
-        assert low <= p.pause_seconds <= 1.2 * factor * p.lock_timeout_seconds
 
 
 def test_bound_parameters_do_not_break_the_check() -> None:

@@ -36,7 +36,7 @@ from ..lint.parse import Statement
 from ..lint.parse import StatementKind
 from ..lint.parse import split_statements
 from ..locking import describe_blockers
-from ..locking import lock_retry_schedule
+from ..retry import lock_retry_schedule
 from ..steps import Step
 from ..transaction import _discard
 from ..transaction import open_autocommit_or_dispose
