@@ -17,9 +17,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from click.testing import Result
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
 
 from flask_safe_migrate.core import commands
 from flask_safe_migrate.core.engine import build_migration_engine
+from flask_safe_migrate.core.exceptions import RegistrationError
 from flask_safe_migrate.core.generate import GenerateReport
 from flask_safe_migrate.core.settings import MigrateSettings
 from flask_safe_migrate.core.steps import Phase
@@ -283,3 +287,88 @@ def test_generated_module_takes_the_database_to_the_models(
     assert schema_of(database) == schema_of(reference)
     # The rows are still there, and a backfill filled them.
     assert database.scalar("SELECT count(*) FROM users") == 2
+
+
+class FlaskProject(Project):
+    """A Flask project: ``ext.migrate`` is a SafeMigrate, steps in ``steps/``."""
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        super().__init__(root, monkeypatch)
+        (self.path / "ext.py").write_text(
+            "from flask_safe_migrate import SafeMigrate\nmigrate = SafeMigrate()\n"
+        )
+        (self.path / "steps").mkdir()
+        (self.path / "steps" / "__init__.py").write_text("")
+        importlib.reload(importlib.import_module(f"{self.name}.ext"))
+
+    def app(self, database: TestDatabase, metadata: sa.MetaData) -> Flask:
+        """A fresh app on ``database`` (through PgBouncer) with ``metadata`` as db."""
+        app = Flask(self.name, instance_path=str(self.path / "instance"))
+        app.config.update(
+            SQLALCHEMY_DATABASE_URI=database.direct_url,
+            SAFE_MIGRATE_DATABASE_URI=database.bouncer_url,
+            SAFE_MIGRATE_STEP_MODULES=[f"{self.name}.steps"],
+            SAFE_MIGRATE_ON_BOOT="off",
+            SAFE_MIGRATE_RETRY_BACKOFF_SECONDS=0.02,
+        )
+        db = SQLAlchemy(metadata=metadata)
+        db.init_app(app)
+        importlib.import_module(f"{self.name}.ext").migrate.init_app(app, db)
+        return app
+
+
+def cli(app: Flask, *args: str) -> Result:
+    """Run ``flask safe-migrate ARGS`` on ``app``."""
+    return app.test_cli_runner().invoke(args=["safe-migrate", *args])
+
+
+def test_cli_generate_check_dry_run_write_run_then_no_changes(
+    database: TestDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--check exits 1, --dry-run writes nothing, generate writes the next file in
+    the steps package, one run applies it, then generate says no changes (exit 0)."""
+    project = FlaskProject(tmp_path, monkeypatch)
+    create_schema(database.direct_url, models(), ROWS)
+    after = models("new_table")
+    app = project.app(database, after)
+    steps_dir = project.path / "steps"
+
+    checked = cli(app, "generate", "add items", "--check")
+    assert checked.exit_code == 1, checked.output
+    assert "differ: new enum type, new index, new table" in checked.output
+    dry = cli(app, "generate", "add items", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "CREATE TABLE items" in dry.output
+    assert list(steps_dir.glob("*.py")) == [steps_dir / "__init__.py"]
+
+    wrote = cli(app, "generate", "add items")
+    assert wrote.exit_code == 0, wrote.output
+    assert (steps_dir / "0001_add_items.py").is_file()
+    app = project.app(database, after)  # a new deploy imports the new module
+    assert cli(app, "check").exit_code == 0
+    ran = cli(app, "run")
+    assert ran.exit_code == 0, ran.output
+    assert database.scalar("SELECT count(*) FROM safe_migrate_ledger") == 3
+
+    again = cli(app, "generate", "nothing")
+    assert again.exit_code == 0, again.output
+    assert "No changes" in again.output
+    assert sorted(p.name for p in steps_dir.glob("0*.py")) == ["0001_add_items.py"]
+    assert cli(app, "generate", "nothing", "--check").exit_code == 0
+
+
+def test_module_with_an_unset_todo_refuses_to_load(
+    database: TestDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new NOT NULL column on a table with rows needs a value: until it is set,
+    the app does not start and safe-migrate commands exit 2 naming it."""
+    project = FlaskProject(tmp_path, monkeypatch)
+    create_schema(database.direct_url, models(), ROWS)
+    after = models("not_null_column")
+    wrote = cli(project.app(database, after), "generate", "user status")
+    assert wrote.exit_code == 0, wrote.output
+    assert "Set USERS_STATUS_VALUE in the module" in wrote.output
+
+    with pytest.raises(RegistrationError, match="set USERS_STATUS_VALUE in 0001_"):
+        project.app(database, after)
+    assert database.scalar("SELECT to_regclass('safe_migrate_ledger')") is None
