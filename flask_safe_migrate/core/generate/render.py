@@ -46,10 +46,17 @@ def render_module(
     :param where: how a TODO's error names the file (its path).
     """
     ids = step_ids(prefix, steps)
-    blocks = [_header(title, registrar, steps), *_values(steps, ids, where)]
+    source = "\n\n".join(
+        [_header(title, registrar, steps), *_values(steps, ids, where)]
+    )
+    previous_def = False
     for step_id, step in zip(ids, steps, strict=True):
-        blocks.append(_step(step_id, step))
-    return "\n\n".join(b.rstrip("\n") for b in blocks if b) + "\n"
+        is_def = step.kind is StepKind.DROP_INDEX and step.active
+        # ruff format: two blank lines around a function definition.
+        source += "\n\n\n" if is_def or previous_def else "\n\n"
+        source += _step(step_id, step)
+        previous_def = is_def
+    return source + "\n"
 
 
 def _header(title: str, registrar: str, steps: t.Sequence[GeneratedStep]) -> str:
@@ -124,7 +131,7 @@ def _call(step_id: str, step: GeneratedStep) -> str:
     if step.kind is StepKind.SQL:
         return f"migrate.sql(\n    {_str(step_id)},\n    {_sql(step.sql)},\n)"
     if step.kind is StepKind.DROP_INDEX:
-        function = re.sub(r"\W", "_", step_id.split("_", 1)[-1])
+        function = re.sub(r"\W", "_", step.name)
         return (
             f"@migrate.index({_str(step_id)})\n"
             f"def {function}(m: StepHandle) -> None:\n"
