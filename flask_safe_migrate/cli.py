@@ -6,6 +6,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import os
 import sys
 import time
 import typing as t
@@ -404,6 +405,14 @@ def render_check(report: LintReport) -> str:
     return "\n".join(lines)
 
 
+def _display(path: str | None) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    if path is None:
+        return "?"
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def render_generate(report: GenerateReport, *, dry_run: bool, check: bool) -> str:
     """Human output of ``generate``: no changes, the differences, or the module."""
     if not report.has_changes:
@@ -413,7 +422,7 @@ def render_generate(report: GenerateReport, *, dry_run: bool, check: bool) -> st
         return f"The models and the database differ: {', '.join(changes)}."
     lines = [report.source or ""] if dry_run else []
     verb = "Would write" if dry_run else "Wrote"
-    lines.append(f"{verb} {report.path}: {len(report.steps)} step(s).")
+    lines.append(f"{verb} {_display(report.path)}: {len(report.steps)} step(s).")
     if report.commented:
         lines.append(
             f"{len(report.commented)} step(s) written commented out (destructive or "

@@ -72,7 +72,7 @@ def _header(title: str, registrar: str, steps: t.Sequence[GeneratedStep]) -> str
     imports.sort()
     doc = "\n".join(
         _wrap(
-            f"{title.rstrip('.')}: steps written by ``flask safe-migrate generate``.",
+            f"{_sentence(title)}: steps written by ``flask safe-migrate generate``.",
             "",
         )
     )
@@ -86,6 +86,11 @@ def _header(title: str, registrar: str, steps: t.Sequence[GeneratedStep]) -> str
         + ("\n" if imports else "")
         + f"from {module} import {attribute}{alias}"
     )
+
+
+def _sentence(title: str) -> str:
+    title = " ".join(title.split()).rstrip(".")
+    return title[:1].upper() + title[1:]
 
 
 def _values(
