@@ -372,3 +372,30 @@ def test_module_with_an_unset_todo_refuses_to_load(
     with pytest.raises(RegistrationError, match="set USERS_STATUS_VALUE in 0001_"):
         project.app(database, after)
     assert database.scalar("SELECT to_regclass('safe_migrate_ledger')") is None
+
+
+def test_excluded_tables_and_the_ledger_are_ignored(
+    database: TestDatabase, engine: sa.Engine, project: Project
+) -> None:
+    """A table matching SAFE_MIGRATE_GENERATE_EXCLUDE and the ledger table are never
+    reported; without the pattern, the table shows up as a (commented) drop."""
+    create_schema(database.direct_url, models(), ROWS)
+    database.query(
+        "CREATE TABLE legacy_audit (id int); CREATE TABLE safe_migrate_ledger (x int)"
+    )
+    settings = settings_for(database.bouncer_url)
+    common: dict[str, t.Any] = {
+        "message": "m",
+        "registrar": project.registrar,
+        "metadata": models(),
+    }
+    excluded = commands.generate(
+        settings.replace(generate_exclude=("legacy_*",)),
+        project.registry,
+        engine,
+        check=True,
+        **common,
+    )
+    assert not excluded.has_changes
+    seen = commands.generate(settings, project.registry, engine, check=True, **common)
+    assert [(s.change, s.active) for s in seen.steps] == [("drop table", False)]

@@ -27,6 +27,8 @@ from flask_safe_migrate.core.generate.render import render_module
 from flask_safe_migrate.core.generate.steps import GeneratedStep
 from flask_safe_migrate.core.generate.steps import StepKind
 from flask_safe_migrate.core.generate.steps import constraint_name
+from flask_safe_migrate.core.settings import MigrateSettings
+from flask_safe_migrate.core.steps import StepRegistry
 from flask_safe_migrate.extension import registrar_path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -401,3 +403,12 @@ def test_registrar_path_prefers_the_module_that_is_not_a_step_module(
     """The SafeMigrate object is found where it is a module-level name."""
     migrate.init_app(app)
     assert registrar_path(app) == f"{__name__}:migrate"
+
+
+def test_generate_without_models_names_the_setting() -> None:
+    """No db given to init_app and no SAFE_MIGRATE_METADATA: a ConfigurationError."""
+    engine = sa.create_engine("postgresql+psycopg2://u:p@127.0.0.1:1/db")
+    with pytest.raises(ConfigurationError, match="SAFE_MIGRATE_METADATA"):
+        commands.generate(
+            MigrateSettings(), StepRegistry(), engine, message="m", registrar="a:b"
+        )
