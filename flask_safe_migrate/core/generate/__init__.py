@@ -40,8 +40,10 @@ __all__ = [
     "GenerateReport",
     "GeneratedStep",
     "StepKind",
+    "compare_with_retry",
     "generate",
     "is_excluded",
+    "lint_generated",
     "load_metadata",
 ]
 

@@ -15,7 +15,14 @@ import sqlalchemy as sa
 if t.TYPE_CHECKING:
     from alembic.operations.ops import MigrateOperation
 
-__all__ = ["Comparison", "DatabaseFacts", "compare", "require_alembic"]
+__all__ = [
+    "Comparison",
+    "DatabaseFacts",
+    "compare",
+    "is_excluded",
+    "read_facts",
+    "require_alembic",
+]
 
 _FUNCTION_CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 

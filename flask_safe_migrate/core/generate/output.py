@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from ..exceptions import ConfigurationError
 from ..settings import PREFIX
 
-__all__ = ["Target", "load_metadata", "slugify", "target_for"]
+__all__ = ["Target", "load_metadata", "next_number", "slugify", "target_for"]
 
 _NUMBERED = re.compile(r"^(\d+)_")
 

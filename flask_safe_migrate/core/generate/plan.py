@@ -26,7 +26,7 @@ from .steps import quote_table
 if t.TYPE_CHECKING:
     from alembic.operations import ops
 
-__all__ = ["Planner", "plan_steps"]
+__all__ = ["Planner", "column_type", "plan_steps", "render_default"]
 
 _NOT_NULL_SCAN = (
     "-- safe-migrate: ignore adding-not-nullable-field validated CHECK: no scan\n"
@@ -37,6 +37,18 @@ _ACCEPTED = (
 _DESTRUCTIVE = (
     "Destructive: uncomment it (or generate with --allow-destructive) once no "
     "deployed code uses it."
+)
+_EMPTY_TABLE = (
+    "{table} was empty when this was generated; with rows, this step fails: give "
+    "the column a server default or generate again."
+)
+_VOLATILE = (
+    "A volatile default would rewrite the table: the column is added without it, "
+    "the default set for new rows, existing rows backfilled."
+)
+_NO_DEFAULT = (
+    "{table} has rows and the new NOT NULL column has no default: it is added "
+    "nullable, backfilled, then made NOT NULL."
 )
 #: Index options migrate.index(...) cannot express.
 _INDEX_OPTIONS = ("using", "include", "ops", "with", "tablespace", "nulls_not_distinct")
@@ -297,59 +309,51 @@ class Planner:
             self._todo(op, " (an identity or generated column rewrites the table)")
             return
         self._ensure_enums([column.type])
-        target, col = quote_table(schema, table), quote(column.name)
-        spec = f"{col} {column_type(column.type)}"
         default = render_default(column.server_default)
+        add = (
+            f"ALTER TABLE {quote_table(schema, table)} ADD COLUMN "
+            f"{quote(column.name)} {column_type(column.type)}"
+        )
         comments = []
         if column.comment is not None:
             comments.append(
                 self._comment_sql(schema, table, column.name, column.comment)
             )
+        not_null = "" if column.nullable else " NOT NULL"
         name = f"{table}_add_{column.name}"
         if default is not None and not self.facts.is_volatile(default):
-            not_null = "" if column.nullable else " NOT NULL"
             self._sql(
                 name,
                 "new column with a constant default",
                 "A constant default is stored once (PostgreSQL 11+): no rewrite.",
-                f"ALTER TABLE {target} ADD COLUMN {spec} DEFAULT {default}{not_null}",
+                f"{add} DEFAULT {default}{not_null}",
                 *comments,
             )
-            return
-        has_rows = self.facts.has_rows(schema, table)
-        if default is None and (column.nullable or not has_rows):
-            not_null = "" if column.nullable else " NOT NULL"
-            why = (
-                ""
-                if column.nullable
-                else f"{table} was empty when this was generated; with rows, this "
-                "step fails: give the column a server default or generate again."
-            )
-            self._sql(
-                name,
-                "new column" if column.nullable else "new NOT NULL column",
-                why,
-                f"ALTER TABLE {target} ADD COLUMN {spec}{not_null}",
-                *comments,
-            )
-            return
-        statements = [f"ALTER TABLE {target} ADD COLUMN {spec}"]
-        if default is not None:
-            statements.append(
-                f"ALTER TABLE {target} ALTER COLUMN {col} SET DEFAULT {default}"
-            )
-            why = (
-                "A volatile default would rewrite the table: the column is added "
-                "without it, the default set for new rows, existing rows backfilled."
-            )
-            change = "new column with a volatile default"
+        elif default is None and (
+            column.nullable or not self.facts.has_rows(schema, table)
+        ):
+            why = "" if column.nullable else _EMPTY_TABLE.format(table=table)
+            change = "new column" if column.nullable else "new NOT NULL column"
+            self._sql(name, change, why, add + not_null, *comments)
         else:
-            why = (
-                f"{table} has rows and the new NOT NULL column has no default: it "
-                "is added nullable, backfilled, then made NOT NULL."
+            self._add_then_fill(op, default, [add, *comments])
+
+    def _add_then_fill(
+        self, op: ops.AddColumnOp, default: str | None, statements: list[str]
+    ) -> None:
+        """Add the column nullable (and without a volatile default), fill the rows
+        in a backfill, then the NOT NULL sequence if the column is NOT NULL."""
+        column, schema, table = op.column, op.schema, op.table_name
+        if default is not None:
+            statements.insert(
+                1,
+                f"ALTER TABLE {quote_table(schema, table)} ALTER COLUMN "
+                f"{quote(column.name)} SET DEFAULT {default}",
             )
-            change = "new NOT NULL column"
-        self._sql(name, change, why, *statements, *comments)
+            change, why = "new column with a volatile default", _VOLATILE
+        else:
+            change, why = "new NOT NULL column", _NO_DEFAULT.format(table=table)
+        self._sql(f"{table}_add_{column.name}", change, why, *statements)
         self._backfill(
             schema,
             table,
