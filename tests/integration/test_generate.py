@@ -9,6 +9,9 @@ makes on an empty database (compared in the catalogs, not as strings).
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
 import typing as t
 import uuid
 from dataclasses import dataclass
@@ -32,6 +35,8 @@ from flask_safe_migrate.core.steps import StepRegistry
 from .catalog import schema_of
 from .services import TestDatabase
 
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
 ORDER = pytest.mark.xfail(strict=True, reason="needs registration order (issue 12.1)")
 
 ROWS = (
@@ -107,6 +112,7 @@ def models(change: str | None = None) -> sa.MetaData:
             unique=True,
             postgresql_where=users.c.name.isnot(None),
         )
+        sa.Index("users_email_lower_idx", sa.func.lower(users.c.email))
     if change == "new_table":
         sa.Table(
             "items",
@@ -399,3 +405,34 @@ def test_excluded_tables_and_the_ledger_are_ignored(
     assert not excluded.has_changes
     seen = commands.generate(settings, project.registry, engine, check=True, **common)
     assert [(s.change, s.active) for s in seen.steps] == [("drop table", False)]
+
+
+def test_example_app_database_matches_its_models(database: TestDatabase) -> None:
+    """The example app, as a user runs it: after `flask safe-migrate`, including the
+    committed generated module, `generate --check` finds no change (exit 0)."""
+
+    def flask(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SAFE_MIGRATE")}
+        env["DATABASE_URL"] = database.bouncer_url
+        return subprocess.run(
+            [
+                BIN / "flask",
+                "--app",
+                "example_app.app:create_app",
+                "safe-migrate",
+                *args,
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    ran = flask()
+    assert ran.returncode == 0, ran.stderr
+    assert "0008_index_messages_by_lead_01_ix_messages_lead_id" in ran.stdout
+    checked = flask("generate", "nothing", "--check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "No changes" in checked.stdout
