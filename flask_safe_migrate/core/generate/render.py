@@ -64,9 +64,7 @@ def _header(title: str, registrar: str, steps: t.Sequence[GeneratedStep]) -> str
     alias = "" if attribute == "migrate" else " as migrate"
     imports = []
     if any(s.value and s.active for s in steps):
-        imports.append(
-            "from flask_safe_migrate.core.exceptions import RegistrationError"
-        )
+        imports.append("from flask_safe_migrate import RegistrationError")
     if any(s.kind is StepKind.DROP_INDEX and s.active for s in steps):
         imports.append("from flask_safe_migrate import StepHandle")
     imports.sort()
