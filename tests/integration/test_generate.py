@@ -103,7 +103,9 @@ def models(change: str | None = None) -> sa.MetaData:
     )
     if change != "destructive":
         orders.append_column(sa.Column("total", sa.Integer, nullable=total_nullable))
+        orders.append_constraint(sa.UniqueConstraint("id", "user_id", name="orders_uq"))
         sa.Table("legacy", md, sa.Column("id", sa.BigInteger, primary_key=True))
+        sa.Index("users_email_idx", users.c.email)
     if change == "new_index":
         sa.Index("orders_user_id_idx", orders.c.user_id)
         sa.Index(
