@@ -26,6 +26,8 @@ from .core.exceptions import SafeMigrateError
 from .core.generate import GenerateReport
 from .core.lint import Finding
 from .core.lint import LintReport
+from .core.lint import render_github
+from .core.lint import render_sarif
 from .core.lint import report_to_dict
 from .core.phases.backfill import BackfillProgress
 from .core.phases.backfill import progress_fields
@@ -578,19 +580,34 @@ def doctor_command(as_json: bool) -> None:
         raise click.exceptions.Exit(1 if connected else EXIT_UNAVAILABLE)
 
 
+#: ``check --format`` renderers of the formats CI systems read.
+_CHECK_RENDERERS = {"sarif": render_sarif, "github": render_github}
+
+
 @group.command("check")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True))
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "sarif", "github"]),
+    default="text",
+    help="text, json, sarif (code scanning) or github (workflow annotations).",
+)
 @click.option("--no-squawk", is_flag=True, help="Run our rules only, not squawk's.")
 @_reports_errors
-def check_command(paths: tuple[str, ...], as_json: bool, no_squawk: bool) -> None:
+def check_command(
+    paths: tuple[str, ...], as_json: bool, output_format: str, no_squawk: bool
+) -> None:
     """Lint every step and verify the migration code (and PATHS); no database.
 
     Exits 3 when there is an error finding; warnings alone exit 0.
     """
     report = check_steps(_state(), paths, squawk=not no_squawk)
-    if as_json:
+    if as_json or output_format == "json":
         _echo_json(report_to_dict(report))
+    elif output_format in _CHECK_RENDERERS:
+        click.echo(_CHECK_RENDERERS[output_format](report))
     else:
         click.echo(render_check(report))
     if not report.ok:

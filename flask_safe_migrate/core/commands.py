@@ -29,8 +29,13 @@ from .generate import GenerateReport
 from .generate import generate as generate_module
 from .generate import load_metadata
 from .ledger import LedgerRow
+from .lint import check_steps
+from .lint.findings import LintReport
 from .phases.backfill import BackfillProgress
+from .phases.index import IndexTarget
+from .phases.index import dedup_sql
 from .phases.schema import check_schema_sql
+from .recording import RecordingHandle
 from .retry import RetryState
 from .runner import Runner
 from .runner import RunReport
@@ -190,51 +195,12 @@ class PlanReport:
     ledger_exists: bool
 
 
-class RecordingHandle:
-    """A step handle that records SQL instead of sending it (plan, check).
-
-    For a backfill function it is the first batch: ``after`` is None and ``limit``
-    the first batch size.
-    """
-
-    def __init__(self, step: Step, *, limit: int = 1000) -> None:
-        self._step = step
-        self._limit = limit
-        self.statements: list[str] = []
-
-    @property
-    def step(self) -> Step:
-        """The step being recorded."""
-        return self._step
-
-    @property
-    def after(self) -> t.Any:
-        """No checkpoint: the first batch."""
-        return None
-
-    @property
-    def limit(self) -> int:
-        """The first batch size."""
-        return self._limit
-
-    def execute(
-        self, sql: str, params: t.Mapping[str, t.Any] | None = None
-    ) -> list[tuple[t.Any, ...]]:
-        """Record ``sql`` (with ``params`` shown as a comment) and return no rows."""
-        suffix = f"  -- params: {dict(params)!r}" if params else ""
-        self.statements.append(sql.strip() + suffix)
-        return []
-
-
 def record_step(step: Step) -> list[str]:
     """Return the SQL statements of ``step``: its SQL, or what its function sends.
 
     An index step with ``dedup_keep`` shows its de-duplication batch first.
     """
     if step.sql is not None and step.options.get("dedup_keep"):
-        from .phases.index import IndexTarget
-        from .phases.index import dedup_sql
-
         target = IndexTarget.from_options(step.options, step.sql)
         return [dedup_sql(target, 1000) + "  -- repeated until none", step.sql]
     if step.sql is not None:
@@ -499,9 +465,6 @@ def doctor(settings: MigrateSettings, engine: sa.Engine) -> DoctorReport:
 
 __all__ += ["check"]
 
-if t.TYPE_CHECKING:
-    from .lint.findings import LintReport
-
 
 def check(
     settings: MigrateSettings,
@@ -521,9 +484,6 @@ def check(
     :param squawk: run squawk's DDL-safety rules too, when squawk is installed.
     :returns: the report; ``report.ok`` is False when there are error findings.
     """
-    # Imported here: the linter records function steps with RecordingHandle.
-    from .lint import check_steps
-
     return check_steps(
         registry.steps(),
         paths=paths,

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import typing as t
 from dataclasses import dataclass
 
-__all__ = ["Ledger", "LedgerRow", "literal", "quote_ident"]
+from .sql import duration_literal
+from .sql import literal
+from .sql import quote_ident
+
+__all__ = ["Ledger", "LedgerRow", "duration_literal", "literal", "quote_ident"]
 
 #: Ledger columns, in SELECT order.
 _COLUMNS = (
@@ -28,35 +31,6 @@ _COLUMNS = (
     "lease_owner",
     "lease_expires_at",
 )
-
-
-def quote_ident(name: str) -> str:
-    """Quote an identifier for PostgreSQL, always."""
-    if "\x00" in name:
-        raise ValueError("identifier contains a NUL character")
-    return '"' + name.replace('"', '""') + '"'
-
-
-def literal(value: object) -> str:
-    """Render ``value`` as a SQL literal (strings, numbers, None, bool, dict as jsonb).
-
-    Relies on ``standard_conforming_strings = on`` (the default since PostgreSQL 9.1).
-    """
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, dict):
-        return literal(json.dumps(value, sort_keys=True)) + "::jsonb"
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("string literal contains a NUL character")
-        return "'" + value.replace("'", "''") + "'"
-    raise TypeError(f"cannot render {type(value).__name__} as a SQL literal")
 
 
 @dataclass(frozen=True)
@@ -137,7 +111,7 @@ class Ledger:
     def lock_sql(self, wait_seconds: float) -> str:
         """Take the migration lock for the transaction, waiting at most that long."""
         return (
-            f"SET LOCAL lock_timeout = {literal(_ms(wait_seconds))}; "
+            f"SET LOCAL lock_timeout = {duration_literal(wait_seconds)}; "
             f"SELECT pg_advisory_xact_lock({self.lock_key})"
         )
 
@@ -183,13 +157,3 @@ class Ledger:
         """Build a :class:`LedgerRow` from a row of :meth:`select_all_sql`."""
         data = dict(zip(_COLUMNS, values, strict=True))
         return LedgerRow(**data)
-
-
-def _ms(seconds: float) -> str:
-    """Render seconds as a PostgreSQL duration in whole milliseconds (at least 1)."""
-    return f"{max(1, round(seconds * 1000))}ms"
-
-
-def duration_literal(seconds: float) -> str:
-    """Render seconds as a quoted PostgreSQL duration literal, e.g. ``'2000ms'``."""
-    return literal(_ms(seconds))

@@ -10,7 +10,7 @@ import typing as t
 
 import sqlalchemy as sa
 
-from .ledger import literal
+from .sql import literal
 
 __all__ = ["describe_blockers"]
 

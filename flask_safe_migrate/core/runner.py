@@ -13,9 +13,11 @@ import sqlalchemy as sa
 
 from .disconnects import error_sqlstate
 from .exceptions import ChecksumMismatchError
+from .exceptions import LintViolationError
 from .exceptions import StepFailedError
 from .ledger import Ledger
 from .ledger import LedgerRow
+from .lint import run_time_findings
 from .phases import StepOutcome
 from .phases.backfill import BackfillPhase
 from .phases.backfill import BackfillProgress
@@ -182,10 +184,6 @@ class Runner:
         :raises LintViolationError: error findings (not suppressed inline, not in
             ``lint_disabled_rules``) in pending steps.
         """
-        # Imported here: the linter imports commands, which imports this module.
-        from .exceptions import LintViolationError
-        from .lint import run_time_findings
-
         parsed = {}
         for step in steps:
             if step.phase is Phase.SCHEMA and step.sql is not None:

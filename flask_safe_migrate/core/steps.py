@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import enum
 import hashlib
 import inspect
@@ -17,6 +18,10 @@ from dataclasses import field
 from .exceptions import DuplicateStepError
 from .exceptions import RegistrationError
 from .exceptions import StepOrderError
+from .sql import SqlSyntaxError
+from .sql import normalize_sql
+from .sql import quote_ident
+from .sql import split_statements
 
 __all__ = [
     "CATEGORIES",
@@ -125,8 +130,6 @@ class Step:
 
 def sql_checksum(sql: str) -> str:
     """Return the checksum of SQL, insensitive to whitespace, comments and case."""
-    from .lint.parse import normalize_sql
-
     return hashlib.sha256(normalize_sql(sql).encode()).hexdigest()
 
 
@@ -466,8 +469,6 @@ class StepRegistry(StepRegistrar):
         try:
             return self._steps[step_id]
         except KeyError:
-            import difflib
-
             close = difflib.get_close_matches(step_id, list(self._steps), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise StepOrderError(
@@ -492,15 +493,11 @@ _DEDUP_KEEP = re.compile(
 
 def quote_name(name: str) -> str:
     """Quote a possibly schema-qualified name (``schema.table``) part by part."""
-    from .ledger import quote_ident
-
     return ".".join(quote_ident(part) for part in name.split(".", 1))
 
 
 def index_element(column: str) -> str:
     """An index column: an identifier, quoted as written, or ``(expression)``."""
-    from .ledger import quote_ident
-
     column = column.strip()
     return quote_ident(column) if _IDENT.match(column) else f"({column})"
 
@@ -518,8 +515,6 @@ def default_index_name(table: str, columns: t.Sequence[str], unique: bool) -> st
 
 def index_sql(options: t.Mapping[str, t.Any]) -> str:
     """The ``CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS`` of an index step."""
-    from .ledger import quote_ident
-
     unique = "UNIQUE " if options["unique"] else ""
     elements = ", ".join(index_element(c) for c in options["columns"])
     sql = (
@@ -538,8 +533,6 @@ def backfill_batch_template(options: t.Mapping[str, t.Any]) -> str:
     This is what ``plan`` and ``check`` show; the phase sends it with literal
     bounds and the checkpoint update in the same transaction.
     """
-    from .ledger import quote_ident
-
     key = quote_ident(options["key"])
     sql = (
         f"UPDATE {quote_name(options['table'])} SET {options['set']} "
@@ -551,9 +544,6 @@ def backfill_batch_template(options: t.Mapping[str, t.Any]) -> str:
 
 
 def _check_parses(where: str, sql: str) -> None:
-    from .lint.parse import SqlSyntaxError
-    from .lint.parse import split_statements
-
     try:
         statements = split_statements(sql)
     except SqlSyntaxError as exc:

@@ -8,12 +8,12 @@ from flask_safe_migrate.cli import ProgressPrinter
 from flask_safe_migrate.core.commands import record_step
 from flask_safe_migrate.core.exceptions import RegistrationError
 from flask_safe_migrate.core.exceptions import StepRefusedError
-from flask_safe_migrate.core.lint.parse import split_statements
 from flask_safe_migrate.core.phases.backfill import MAX_BATCH
 from flask_safe_migrate.core.phases.backfill import BackfillProgress
 from flask_safe_migrate.core.phases.backfill import next_batch_size
 from flask_safe_migrate.core.phases.index import IndexTarget
 from flask_safe_migrate.core.phases.index import _custom_target
+from flask_safe_migrate.core.sql import split_statements
 from flask_safe_migrate.core.steps import BackfillHandle
 from flask_safe_migrate.core.steps import Phase
 from flask_safe_migrate.core.steps import StepHandle

@@ -1,4 +1,4 @@
-"""The core never imports Flask, click or Flask-SQLAlchemy."""
+"""Imports flow one way: no cycle, and the core never imports Flask or click."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
+
+import grimp
 
 import flask_safe_migrate
 
@@ -56,3 +58,63 @@ def test_core_imports_with_flask_blocked() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+#: Cycles still being removed elsewhere (issue 11, item 3: the Flask layer registers
+#: its command group without ``extension`` importing ``cli``). Delete the entry when
+#: the cycle is gone; a new cycle anywhere fails the test.
+_KNOWN_CYCLES = {frozenset({"flask_safe_migrate.cli", "flask_safe_migrate.extension"})}
+
+
+def _import_cycles() -> list[list[str]]:
+    """Each import that closes a cycle, as the chain from the import back to it."""
+    graph = grimp.build_graph("flask_safe_migrate", cache_dir=None)
+    cycles = []
+    for importer in sorted(graph.modules):
+        for imported in sorted(graph.find_modules_directly_imported_by(importer)):
+            back = graph.find_shortest_chain(importer=imported, imported=importer)
+            if back is not None:
+                cycles.append([importer, *back])
+    return cycles
+
+
+def test_no_import_cycle() -> None:
+    """No chain of imports, those inside functions included, leads back to its start."""
+    cycles = [c for c in _import_cycles() if frozenset(c) not in _KNOWN_CYCLES]
+    assert cycles == [], "\n".join(" -> ".join(c) for c in cycles)
+
+
+#: Third-party packages the package works without, imported where they are used.
+_OPTIONAL = {"alembic"}
+#: ``extension`` imports ``cli`` inside ``init_app`` until issue 11, item 3 lands.
+_KNOWN_INNER_IMPORTS = {"extension.py: .cli"}
+
+
+def _inner_imports(path: Path) -> set[str]:
+    """``file: module`` for each import inside a function of ``path``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.Import):
+                found.update(alias.name for alias in inner.names)
+            elif isinstance(inner, ast.ImportFrom):
+                dots = "." * inner.level
+                found.update(
+                    dots + (inner.module or alias.name) for alias in inner.names
+                )
+    return found
+
+
+def test_no_import_inside_a_function() -> None:
+    """Only an optional third-party dependency is imported inside a function."""
+    package = CORE.parent
+    offenders = {
+        f"{path.relative_to(package)}: {name}"
+        for path in sorted(package.rglob("*.py"))
+        for name in _inner_imports(path)
+        if name.split(".")[0] not in _OPTIONAL
+    }
+    assert offenders - _KNOWN_INNER_IMPORTS == set()

@@ -6,12 +6,12 @@ import pickle
 
 import pytest
 
-from flask_safe_migrate.core.lint.parse import SqlSyntaxError
-from flask_safe_migrate.core.lint.parse import Statement
-from flask_safe_migrate.core.lint.parse import StatementKind
-from flask_safe_migrate.core.lint.parse import has_dml
-from flask_safe_migrate.core.lint.parse import normalize_sql
-from flask_safe_migrate.core.lint.parse import split_statements
+from flask_safe_migrate.core.sql import SqlSyntaxError
+from flask_safe_migrate.core.sql import Statement
+from flask_safe_migrate.core.sql import StatementKind
+from flask_safe_migrate.core.sql import has_dml
+from flask_safe_migrate.core.sql import normalize_sql
+from flask_safe_migrate.core.sql import split_statements
 
 DO_DDL = """DO $$
 BEGIN
@@ -73,7 +73,7 @@ def one(sql: str) -> Statement:
             "MergeStmt",
         ),
         ("COPY t FROM STDIN", StatementKind.DML, "CopyStmt"),
-        ("COPY t TO STDOUT", StatementKind.DML, "CopyStmt"),
+        ("COPY t TO STDOUT", StatementKind.QUERY, "CopyStmt"),
         ("TRUNCATE t", StatementKind.DML, "TruncateStmt"),
         (
             "WITH d AS (DELETE FROM t RETURNING *) SELECT count(*) FROM d",
@@ -148,8 +148,8 @@ def test_kind(sql: str, kind: StatementKind, node_type: str) -> None:
         ("UPDATE t SET a = 1", ("update",)),
         ("DELETE FROM t", ("delete",)),
         ("TRUNCATE t", ("truncate",)),
-        ("COPY t TO STDOUT", ("copy",)),
-        ("COPY (SELECT 1) TO STDOUT", ("copy",)),
+        ("COPY t TO STDOUT", ()),
+        ("COPY (SELECT 1) TO STDOUT", ()),
         (
             "WITH d AS (DELETE FROM a RETURNING id) UPDATE b SET x = 1",
             ("delete", "update"),

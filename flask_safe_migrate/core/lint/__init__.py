@@ -1,8 +1,9 @@
 """Lint the SQL of steps and verify the migration code (``flask safe-migrate check``).
 
-Our rules use PostgreSQL's own parser (pglast, in :mod:`.parse` only); squawk's
+Our rules use PostgreSQL's own parser (pglast, in :mod:`..sql` only); squawk's
 DDL-safety rules run as a subprocess (:mod:`.squawk`) when it is installed; the
-verifier (:mod:`.verify`) reads the Python modules that register steps.
+verifier (:mod:`.verify`) reads the Python modules that register steps; the report
+is rendered for CI by :mod:`.formats` (SARIF, GitHub annotations).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from .findings import Finding
 from .findings import LintReport
 from .findings import Severity
 from .findings import Source
+from .formats import render_github
+from .formats import render_sarif
+from .formats import report_to_sarif
 from .linter import lint_sql
 from .linter import lint_steps
 from .linter import run_time_findings
@@ -37,7 +41,10 @@ __all__ = [
     "check_steps",
     "lint_sql",
     "lint_steps",
+    "render_github",
+    "render_sarif",
     "report_to_dict",
+    "report_to_sarif",
     "run_time_findings",
 ]
 

@@ -6,6 +6,7 @@ import typing as t
 
 __all__ = [
     "constraints_of",
+    "dotted_name",
     "enum_name",
     "func_name",
     "is_node",
@@ -53,6 +54,12 @@ def walk(root: object) -> t.Iterator[t.Any]:
 def relation_name(range_var: t.Any) -> str:
     """Return ``relname`` of a ``RangeVar`` (the schema is left out), or ``""``."""
     return str(getattr(range_var, "relname", None) or "")
+
+
+def dotted_name(range_var: t.Any) -> str:
+    """Return ``schema.relname`` of a ``RangeVar`` (``relname`` without a schema)."""
+    parts = (getattr(range_var, "schemaname", None), relation_name(range_var))
+    return ".".join(str(part) for part in parts if part)
 
 
 def func_name(call: t.Any) -> str:

@@ -8,9 +8,9 @@ import typing as t
 from dataclasses import dataclass
 from dataclasses import field
 
-from .parse import SqlSyntaxError
-from .parse import StatementKind
-from .parse import split_statements
+from ..sql import SqlSyntaxError
+from ..sql import StatementKind
+from ..sql import split_statements
 
 __all__ = [
     "ModuleCode",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import sys
@@ -10,10 +9,11 @@ import typing as t
 from dataclasses import dataclass
 from dataclasses import field
 
+from ..recording import RecordingHandle
+from ..sql import SqlSyntaxError
+from ..sql import Statement
+from ..sql import split_statements
 from ..steps import Step
-from .parse import SqlSyntaxError
-from .parse import Statement
-from .parse import split_statements
 
 __all__ = ["CollectedStep", "Piece", "collect_step", "display_path", "parse_piece"]
 
@@ -57,45 +57,30 @@ class CollectedStep:
         return [s for p in self.pieces for s in p.statements]
 
 
-class _Recorder(t.Protocol):
-    """What collect_step needs of the recording handle."""
+class LocatingHandle(RecordingHandle):
+    """A recording handle that also notes where each ``execute()`` was called."""
 
-    calls: list[tuple[str, int | None]]
+    def __init__(self, step: Step, filename: str | None) -> None:
+        super().__init__(step)
+        self.filename = filename
+        self.calls: list[tuple[str, int | None]] = []
 
-
-@functools.cache
-def _handle_class() -> type[t.Any]:
-    """The recording handle of :mod:`..commands`, noting each call's line.
-
-    Built on first use: ``commands`` imports the phases, which import this package.
-    """
-    from ..commands import RecordingHandle
-
-    class LocatingHandle(RecordingHandle):
-        """A recording handle that also notes where each ``execute()`` was called."""
-
-        def __init__(self, step: Step, filename: str | None) -> None:
-            super().__init__(step)
-            self.filename = filename
-            self.calls: list[tuple[str, int | None]] = []
-
-        def execute(self, sql: str, params: t.Any = None) -> list[tuple[t.Any, ...]]:
-            """Record ``sql`` and the line of the step's code that sent it."""
-            line = None
-            frame = sys._getframe(1)
-            while frame is not None:
-                if self.filename and (
-                    os.path.abspath(frame.f_code.co_filename) == self.filename
-                ):
-                    line = frame.f_lineno
-                    break
-                frame = frame.f_back  # type: ignore[assignment]  # None ends the loop
-            text = _BINDS.sub("$1", sql) if params else sql
-            self.calls.append((text, line))
-            rows: list[tuple[t.Any, ...]] = super().execute(sql, params)
-            return rows
-
-    return LocatingHandle
+    def execute(
+        self, sql: str, params: t.Mapping[str, t.Any] | None = None
+    ) -> list[tuple[t.Any, ...]]:
+        """Record ``sql`` and the line of the step's code that sent it."""
+        line = None
+        frame = sys._getframe(1)
+        while frame is not None:
+            if self.filename and (
+                os.path.abspath(frame.f_code.co_filename) == self.filename
+            ):
+                line = frame.f_lineno
+                break
+            frame = frame.f_back  # type: ignore[assignment]  # None ends the loop
+        text = _BINDS.sub("$1", sql) if params else sql
+        self.calls.append((text, line))
+        return super().execute(sql, params)
 
 
 def collect_step(step: Step) -> CollectedStep:
@@ -110,7 +95,7 @@ def collect_step(step: Step) -> CollectedStep:
     assert step.fn is not None
     code = getattr(step.fn, "__code__", None)
     filename = os.path.abspath(code.co_filename) if code is not None else None
-    handle: _Recorder = _handle_class()(step, filename)
+    handle = LocatingHandle(step, filename)
     error = None
     try:
         step.fn(handle)

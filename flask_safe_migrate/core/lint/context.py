@@ -5,12 +5,12 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
+from ..sql import Statement
 from ..steps import Phase
 from ..steps import Step
 from . import _ast
-from .parse import Statement
 
-__all__ = ["StatementContext", "StepContext", "created_relations"]
+__all__ = ["StatementContext", "StepContext", "created_relations", "qualified"]
 
 
 @dataclass(frozen=True)
@@ -19,8 +19,11 @@ class StatementContext:
 
     step: Step
     stmt: Statement
-    #: Tables created by the step's earlier statements: they have no readers yet.
+    #: Tables created by the step's earlier statements: they have no readers yet
+    #: (schema-qualified, ``public`` when written without a schema).
     created: frozenset[str]
+    #: The DO block that runs this statement, or None for a top-level statement.
+    block: Statement | None = None
 
     @property
     def phase(self) -> Phase:
@@ -29,7 +32,7 @@ class StatementContext:
 
     def is_new(self, relation: str) -> bool:
         """Return whether *relation* was created earlier in the same step."""
-        return _base(relation) in self.created
+        return qualified(relation) in self.created
 
     @property
     def targets_new_table(self) -> bool:
@@ -48,27 +51,45 @@ class StepContext:
 
 
 def created_relations(stmt: Statement) -> set[str]:
-    """Return the tables *stmt* creates (CREATE TABLE, CREATE TABLE AS, SELECT INTO)."""
+    """Return the tables *stmt* creates (CREATE TABLE, CREATE TABLE AS, SELECT INTO).
+
+    Names are schema-qualified (``public`` when written without a schema) and keep
+    the case the parser gives them: ``"T"`` stays ``T``, ``t`` and ``T`` fold to ``t``.
+    """
     node = stmt.node
     kind = _ast.node_type(node)
     if kind == "CreateStmt":
-        return {_ast.relation_name(node.relation)}
-    if kind == "CreateTableAsStmt":
-        return {_ast.relation_name(getattr(node.into, "rel", None))}
-    if kind == "SelectStmt" and getattr(node, "intoClause", None) is not None:
-        return {_ast.relation_name(node.intoClause.rel)}
-    return set()
+        rel = node.relation
+    elif kind == "CreateTableAsStmt":
+        rel = getattr(node.into, "rel", None)
+    elif kind == "SelectStmt" and getattr(node, "intoClause", None) is not None:
+        rel = node.intoClause.rel
+    else:
+        return set()
+    return {qualified(_ast.dotted_name(rel))}
 
 
-def _base(relation: str) -> str:
-    return relation.rsplit(".", 1)[-1]
+def qualified(relation: str) -> str:
+    """``schema.table`` for a relation as :attr:`Statement.relations` names it.
+
+    A name without a schema is taken to be in ``public``, the default search path;
+    a catalog (database) prefix is dropped.
+    """
+    parts = relation.split(".")
+    return ".".join(parts[-2:]) if len(parts) > 1 else f"public.{relation}"
 
 
 def statement_contexts(
     step: Step, statements: t.Sequence[Statement]
 ) -> t.Iterator[StatementContext]:
-    """Yield a context per statement, tracking the tables created so far."""
+    """Yield a context per statement and per statement a DO block runs (after the
+    block), tracking the tables created so far."""
     created: set[str] = set()
     for stmt in statements:
         yield StatementContext(step=step, stmt=stmt, created=frozenset(created))
+        for inner in stmt.embedded:
+            yield StatementContext(
+                step=step, stmt=inner, created=frozenset(created), block=stmt
+            )
+            created |= created_relations(inner)
         created |= created_relations(stmt)

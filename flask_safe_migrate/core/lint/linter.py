@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
 
+from ..sql import Statement
 from ..steps import Phase
 from ..steps import Step
 from . import _ast
@@ -22,7 +23,6 @@ from .findings import Finding
 from .findings import LintReport
 from .findings import Severity
 from .findings import Source
-from .parse import Statement
 from .rules import RULES
 from .rules import Rule
 from .rules import Scope
@@ -55,6 +55,8 @@ class _Raw:
     collected: CollectedStep
     piece: Piece | None = None
     stmt: Statement | None = None
+    #: The statement of a DO block the finding is about (``stmt`` is the block).
+    inner: Statement | None = None
 
 
 @dataclass
@@ -106,11 +108,7 @@ def lint_steps(
             )
         else:
             try:
-                violations = run_squawk(
-                    binary,
-                    _squawk_files(collected),
-                    exclude=[*EXCLUDED_RULES, *(r for r in off if r in KNOWN_RULES)],
-                )
+                violations = _run_squawk(binary, collected, off)
             except SquawkError as exc:
                 report.squawk_note = f"{exc}; ran our rules only"
             else:
@@ -118,7 +116,10 @@ def lint_steps(
                 report.squawk_version = squawk_version(binary)
                 raws += _squawk_findings(collected, violations, raws, off)
     kept = [r for r in raws if r.finding.rule not in off]
-    active, suppressed = _apply_suppressions(collected, kept, off, report.squawk_ran)
+    printed = {r.finding.rule for r in raws if r.finding.source is Source.SQUAWK}
+    active, suppressed = _apply_suppressions(
+        collected, kept, off, report.squawk_ran, printed
+    )
     report.findings = active
     report.suppressed = suppressed
     return report
@@ -190,19 +191,27 @@ def _our_findings(item: CollectedStep, off: frozenset[str]) -> list[_Raw]:
             raw.finding = _with(raw.finding, line=error.line, statement=error.statement)
             raws.append(raw)
     pairs = [(piece, stmt) for piece in item.pieces for stmt in piece.statements]
-    contexts = statement_contexts(step, [stmt for _, stmt in pairs])
+    owner = {id(stmt): piece for piece, stmt in pairs}
     statement_rules = rules_of(Scope.STATEMENT, off)
-    for (piece, stmt), ctx in zip(pairs, contexts, strict=True):
-        for rule in statement_rules:
+    embedded_rules = [r for r in statement_rules if r.embedded]
+    for ctx in statement_contexts(step, [stmt for _, stmt in pairs]):
+        outer = ctx.block or ctx.stmt
+        for rule in embedded_rules if ctx.block else statement_rules:
             assert rule.check is not None
             for message in rule.check(ctx):
-                raws.append(_raw(rule, item, piece, stmt, message))
+                raws.append(_raw(rule, item, owner[id(outer)], outer, message))
+                if ctx.block is not None:
+                    raws[-1].inner = ctx.stmt
+                    raws[-1].finding = _with(
+                        raws[-1].finding,
+                        message=f"in the DO block at line {outer.line}: {message}",
+                        statement=_shorten(ctx.stmt.sql),
+                    )
     step_ctx = StepContext(
         step=step,
         statements=tuple(stmt for _, stmt in pairs),
         complete=item.complete,
     )
-    owner = {id(stmt): piece for piece, stmt in pairs}
     for rule in rules_of(Scope.STEP, off):
         assert rule.check is not None
         for found, message in rule.check(step_ctx):
@@ -254,13 +263,56 @@ def _shorten(sql: str | None) -> str | None:
 # -- squawk --------------------------------------------------------------------------
 
 
-def _squawk_files(collected: list[CollectedStep]) -> dict[str, str]:
-    files = {}
+def _run_squawk(
+    binary: str, collected: list[CollectedStep], off: frozenset[str]
+) -> list[SquawkViolation]:
+    """Run squawk on every piece and DO block; schema steps as one transaction."""
+    exclude = [*EXCLUDED_RULES, *(r for r in off if r in KNOWN_RULES)]
+    in_transaction, other = _squawk_files(collected)
+    return [
+        *run_squawk(
+            binary, in_transaction, exclude=exclude, assume_in_transaction=True
+        ),
+        *run_squawk(binary, other, exclude=exclude),
+    ]
+
+
+def _squawk_files(
+    collected: list[CollectedStep],
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The SQL squawk reads, named ``step_piece`` or ``step_piece_statement``.
+
+    Returns the files that run in one transaction (schema steps, and the
+    statements each DO block runs), then the others.
+    """
+    in_transaction: dict[str, str] = {}
+    other: dict[str, str] = {}
     for ci, item in enumerate(collected):
+        files = in_transaction if item.step.phase is Phase.SCHEMA else other
         for pi, piece in enumerate(item.pieces):
-            if piece.syntax_error is None and piece.statements:
-                files[f"{ci:04d}_{pi:03d}"] = piece.sql
-    return files
+            if piece.syntax_error is not None or not piece.statements:
+                continue
+            files[f"{ci:04d}_{pi:03d}"] = piece.sql
+            for si, stmt in enumerate(piece.statements):
+                if stmt.embedded:
+                    in_transaction[f"{ci:04d}_{pi:03d}_{si:04d}"] = _block_sql(stmt)
+    return in_transaction, other
+
+
+def _block_sql(block: Statement) -> str:
+    """The statements a DO block runs, one after another, as squawk reads them."""
+    return "".join(inner.sql + ";\n" for inner in block.embedded)
+
+
+def _block_statement(block: Statement, line: int) -> Statement:
+    """The statement of *block* on *line* of :func:`_block_sql`'s text."""
+    first = 1
+    for inner in block.embedded:
+        last = first + inner.sql.count("\n")
+        if line <= last:
+            return inner
+        first = last + 1
+    return block.embedded[-1]
 
 
 _SQUAWK_RULE = Rule(
@@ -279,9 +331,16 @@ def _squawk_findings(
     off: frozenset[str],
 ) -> list[_Raw]:
     volatile = {
-        id(r.stmt) for r in ours if r.finding.rule == "volatile-default-rewrite"
+        id(r.inner or r.stmt)
+        for r in ours
+        if r.finding.rule == "volatile-default-rewrite"
     }
-    not_null_before, not_null_checks = _validated_not_null(collected)
+    not_null_before: dict[int, frozenset[tuple[str, str]]] = {}
+    not_null_checks: dict[int, set[tuple[str, str]]] = {}
+    for item in collected:
+        before, checks = _validated_not_null(item)
+        not_null_before.update(before)
+        not_null_checks.update(dict.fromkeys(before, checks))
     contexts = {
         id(ctx.stmt): ctx
         for item in collected
@@ -295,13 +354,18 @@ def _squawk_findings(
         if violation.rule == "syntax-error":
             continue  # PostgreSQL's own parser accepted the SQL: it is the judge
         try:
-            ci, pi = (int(part) for part in violation.file.split("_"))
+            ci, pi, *si = (int(part) for part in violation.file.split("_"))
             item, piece = collected[ci], collected[ci].pieces[pi]
+            block = piece.statements[si[0]] if si else None
         except (ValueError, IndexError):
             logger.debug("squawk finding in an unknown file: %s", violation)
             continue
-        offset = _offset(piece.sql, violation.line, violation.column)
-        stmt = _statement_at(piece.statements, offset)
+        if block is not None:
+            stmt: Statement | None = _block_statement(block, violation.line)
+            offset = -1
+        else:
+            offset = _offset(piece.sql, violation.line, violation.column)
+            stmt = _statement_at(piece.statements, offset)
         if stmt is None:
             continue
         ctx = contexts.get(id(stmt))
@@ -322,28 +386,33 @@ def _squawk_findings(
         ):
             continue  # a validated CHECK (col IS NOT NULL) lets it skip the scan
         if violation.rule == "ban-drop-constraint" and _drops_only(
-            stmt, not_null_checks
+            stmt, not_null_checks.get(id(stmt), set())
         ):
             continue  # the helper CHECK of the SET NOT NULL recipe: now redundant
         key = (violation.rule, id(stmt))
         if key in seen:
             continue
         seen.add(key)
+        message = violation.message
+        if block is not None:
+            message = f"in the DO block at line {block.line}: {message}"
         raws.append(
             _raw(
                 _SQUAWK_RULE,
                 item,
                 piece,
-                stmt,
-                violation.message,
+                block or stmt,
+                message,
                 severity=severity_of(violation.rule),
                 hint=violation.help
                 or f"see https://squawkhq.com/docs/{violation.rule}",
                 source=Source.SQUAWK,
-                line=violation.line,
+                line=block.line if block is not None else violation.line,
             )
         )
-        raws[-1].finding = _with(raws[-1].finding, rule=violation.rule)
+        raws[-1].finding = _with(
+            raws[-1].finding, rule=violation.rule, statement=_shorten(stmt.sql)
+        )
     return raws
 
 
@@ -396,40 +465,50 @@ def _not_null_check(constraint: t.Any) -> str | None:
 
 
 def _validated_not_null(
-    collected: list[CollectedStep],
+    item: CollectedStep,
 ) -> tuple[dict[int, frozenset[tuple[str, str]]], set[tuple[str, str]]]:
-    """For each statement, the (table, column) proven NOT NULL by earlier ones.
+    """For each statement of one step, the (table, column) proven NOT NULL before it.
 
     A ``CHECK (col IS NOT NULL)`` counts once validated: added without NOT VALID,
-    or by a later ``VALIDATE CONSTRAINT``, in this step or an earlier one. Also
-    returns the (table, constraint name) of every such check.
+    or by a later ``VALIDATE CONSTRAINT``. Only this step's SQL is read (another
+    step's must not change this one's findings), so ``VALIDATE CONSTRAINT`` of a
+    constraint added by an earlier step is taken as the recipe's check: it proves
+    the table's columns (``"*"``). Also returns the (table, constraint name) of
+    each such check, dropped once SET NOT NULL has made it redundant.
     """
     names: set[tuple[str, str]] = set()
     proven: set[tuple[str, str]] = set()
     pending: dict[tuple[str, str], str] = {}
+    guessed: set[tuple[str, str]] = set()
+    set_not_null: set[str] = set()
     before: dict[int, frozenset[tuple[str, str]]] = {}
-    for item in collected:
-        for stmt in item.statements:
-            before[id(stmt)] = frozenset(proven)
-            node = stmt.node
-            if _ast.node_type(node) != "AlterTableStmt":
-                continue
-            table = _ast.relation_name(node.relation)
-            for cmd in node.cmds or ():
-                subtype = _ast.enum_name(cmd.subtype)
-                if subtype == "AT_AddConstraint":
-                    column = _not_null_check(cmd.def_)
-                    if column is None:
-                        continue
-                    names.add((table, cmd.def_.conname or ""))
-                    if cmd.def_.skip_validation:
-                        pending[(table, cmd.def_.conname or "")] = column
-                    else:
-                        proven.add((table, column))
-                elif subtype == "AT_ValidateConstraint":
-                    column = pending.get((table, cmd.name or ""))
-                    if column is not None:
-                        proven.add((table, column))
+    for stmt in item.statements:
+        before[id(stmt)] = frozenset(proven)
+        node = stmt.node
+        if _ast.node_type(node) != "AlterTableStmt":
+            continue
+        table = _ast.relation_name(node.relation)
+        for cmd in node.cmds or ():
+            subtype = _ast.enum_name(cmd.subtype)
+            if subtype == "AT_AddConstraint":
+                column = _not_null_check(cmd.def_)
+                if column is None:
+                    continue
+                names.add((table, cmd.def_.conname or ""))
+                if cmd.def_.skip_validation:
+                    pending[(table, cmd.def_.conname or "")] = column
+                else:
+                    proven.add((table, column))
+            elif subtype == "AT_ValidateConstraint":
+                key = (table, cmd.name or "")
+                if key in pending:
+                    proven.add((table, pending[key]))
+                elif key not in names:
+                    guessed.add(key)
+                    proven.add((table, "*"))
+            elif subtype == "AT_SetNotNull":
+                set_not_null.add(table)
+    names |= {key for key in guessed if key[0] in set_not_null}
     return before, names
 
 
@@ -457,7 +536,9 @@ def _set_not_null_proven(stmt: Statement, proven: frozenset[tuple[str, str]]) ->
         for cmd in node.cmds or ()
         if _ast.enum_name(cmd.subtype) == "AT_SetNotNull"
     ]
-    return bool(columns) and all((table, c) in proven for c in columns)
+    return bool(columns) and all(
+        (table, c) in proven or (table, "*") in proven for c in columns
+    )
 
 
 # -- suppressions --------------------------------------------------------------------
@@ -468,8 +549,9 @@ def _apply_suppressions(
     raws: list[_Raw],
     off: frozenset[str],
     squawk_ran: bool,
+    printed: set[str],
 ) -> tuple[list[Finding], list[Finding]]:
-    known = set(RULES) | KNOWN_RULES
+    known = set(RULES) | KNOWN_RULES | printed
     python_cache: dict[str, list[Suppression]] = {}
     by_piece: dict[int, _Suppressions] = {}
     extra: list[Finding] = []

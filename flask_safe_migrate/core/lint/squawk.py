@@ -22,6 +22,7 @@ from .findings import Severity
 __all__ = [
     "EXCLUDED_RULES",
     "KNOWN_RULES",
+    "SQUAWK_RULES",
     "SquawkError",
     "SquawkViolation",
     "find_squawk",
@@ -48,6 +49,7 @@ SUPERSEDED = {
         "concurrent-index-outside-index-phase"
     ),
     "require-concurrent-index-creation": "require-concurrent-index",
+    "prefer-repack": "blocking-table-rewrite",
 }
 #: squawk's schema-design preferences (column types, enum order): not about
 #: migrating safely, and they would flag most existing schemas.
@@ -87,23 +89,95 @@ _ERRORS = frozenset(
     }
 )
 
-#: The rule names of squawk 2.x's default rule set, for validating suppressions.
-KNOWN_RULES = frozenset(
+#: Every rule name squawk 2.70 accepts (``--exclude`` validates them; its default
+#: and opt-in rules), so a suppression may name any rule squawk can print. A name
+#: squawk prints that is not here (a newer squawk) is accepted too.
+SQUAWK_RULES = frozenset(
     {
-        *EXCLUDED_RULES,
-        *STYLE_RULES,
-        *_ERRORS,
+        "adding-field-with-default",
+        "adding-foreign-key-constraint",
+        "adding-not-nullable-field",
+        "adding-required-field",
+        "adding-serial-primary-key-field",
+        "ban-add-column",
+        "ban-add-composite-attribute",
+        "ban-add-enum-value",
+        "ban-alter-database-options",
+        "ban-alter-domain-with-add-constraint",
+        "ban-alter-extension",
+        "ban-alter-function-options",
+        "ban-alter-generated-expression",
+        "ban-alter-identity",
+        "ban-alter-policy-condition",
+        "ban-alter-policy-roles",
+        "ban-alter-role-options",
+        "ban-alter-row-level-security",
+        "ban-alter-sequence-values",
+        "ban-alter-system-options",
+        "ban-alter-view-options",
+        "ban-char-field",
+        "ban-concurrent-index-creation-in-transaction",
         "ban-create-domain-with-constraint",
-        "ban-drop-constraint",
+        "ban-create-policy",
+        "ban-detach-inheritance",
+        "ban-disable-trigger",
         "ban-drop-column",
+        "ban-drop-constraint",
+        "ban-drop-database",
+        "ban-drop-default",
+        "ban-drop-domain",
+        "ban-drop-extension",
+        "ban-drop-function",
+        "ban-drop-generated-expression",
+        "ban-drop-index",
         "ban-drop-not-null",
+        "ban-drop-policy",
+        "ban-drop-schema",
+        "ban-drop-sequence",
         "ban-drop-table",
+        "ban-drop-trigger",
+        "ban-drop-type",
+        "ban-drop-view",
+        "ban-duplicate-column-assignments",
+        "ban-new-write-restriction",
+        "ban-replace-view-function",
+        "ban-replica-identity",
+        "ban-revoke",
+        "ban-set-default",
+        "ban-set-schema",
+        "ban-truncate-cascade",
+        "ban-uncommitted-transaction",
+        "changing-column-type",
+        "constraint-missing-not-valid",
+        "disallowed-unique-constraint",
+        "identifier-too-long",
+        "prefer-bigint-over-int",
+        "prefer-bigint-over-smallint",
+        "prefer-identity",
         "prefer-repack",
+        "prefer-robust-stmts",
+        "prefer-text-field",
+        "prefer-timestamp-tz",
         "renaming-column",
+        "renaming-object",
         "renaming-table",
+        "require-concurrent-index-creation",
         "require-concurrent-index-deletion",
         "require-concurrent-partition-detach",
+        "require-concurrent-reindex",
+        "require-enum-value-ordering",
+        "require-lock-timeout",
+        "require-statement-timeout",
+        "require-table-schema",
+        "require-timeout-settings",
+        "transaction-nesting",
     }
+)
+
+#: Rule names valid in a suppression: squawk's, its older aliases, and the names
+#: it prints without accepting them in ``--exclude``.
+KNOWN_RULES = frozenset(
+    {*SQUAWK_RULES, *EXCLUDED_RULES, *STYLE_RULES, "syntax-error", "unused-ignore"}
 )
 
 _BINARY = "squawk.exe" if os.name == "nt" else "squawk"
@@ -161,11 +235,14 @@ def run_squawk(
     files: t.Mapping[str, str],
     *,
     exclude: t.Iterable[str] = EXCLUDED_RULES,
+    assume_in_transaction: bool = False,
 ) -> list[SquawkViolation]:
     """Lint the SQL texts *files* (name -> SQL) with one squawk process.
 
     Rules in *exclude* are turned off with ``--exclude``; a name this squawk
-    version does not know is dropped from the list and the run repeated.
+    version does not know is dropped from the list and the run repeated. With
+    *assume_in_transaction*, squawk knows each file runs in one transaction (as a
+    schema step does), so it sees e.g. NOT VALID and VALIDATE in the same one.
 
     :raises SquawkError: squawk failed for another reason.
     """
@@ -182,6 +259,8 @@ def run_squawk(
             command = [binary, "--reporter", "json"]
             if excluded:
                 command.append("--exclude=" + ",".join(excluded))
+            if assume_in_transaction:
+                command.append("--assume-in-transaction")
             command += list(paths)
             try:
                 result = subprocess.run(

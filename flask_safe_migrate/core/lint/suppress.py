@@ -7,7 +7,7 @@ import re
 import tokenize
 from dataclasses import dataclass
 
-from .parse import sql_comments
+from ..sql import sql_comments
 
 __all__ = [
     "Suppression",

@@ -44,10 +44,10 @@ from ..ledger import Ledger
 from ..ledger import duration_literal
 from ..ledger import literal
 from ..ledger import quote_ident
-from ..lint.parse import SqlSyntaxError
-from ..lint.parse import StatementKind
-from ..lint.parse import split_statements
 from ..settings import MigrateSettings
+from ..sql import SqlSyntaxError
+from ..sql import StatementKind
+from ..sql import split_statements
 from ..steps import Step
 from ..steps import index_element
 from ..steps import quote_name

@@ -31,12 +31,12 @@ from ..exceptions import RetryExhaustedError
 from ..exceptions import StepFailedError
 from ..exceptions import StepRefusedError
 from ..ledger import duration_literal
-from ..lint.parse import SqlSyntaxError
-from ..lint.parse import Statement
-from ..lint.parse import StatementKind
-from ..lint.parse import split_statements
 from ..locking import describe_blockers
 from ..retry import lock_retry_schedule
+from ..sql import SqlSyntaxError
+from ..sql import Statement
+from ..sql import StatementKind
+from ..sql import split_statements
 from ..steps import Step
 from ..transaction import _discard
 from ..transaction import open_autocommit_or_dispose

@@ -161,6 +161,8 @@ CASES = [
         "ALTER TABLE leads VALIDATE CONSTRAINT leads_email_nn;\n"
         "ALTER TABLE leads ALTER COLUMN email SET NOT NULL;\n"
         "ALTER TABLE leads DROP CONSTRAINT leads_email_nn;",
+        # NOT VALID then VALIDATE in one transaction: the lock is held throughout.
+        "constraint-missing-not-valid",
     ),
     case(
         "not_null_check_not_valid",
@@ -172,8 +174,16 @@ CASES = [
         "ALTER TABLE leads VALIDATE CONSTRAINT leads_name_nn",
     ),
     case(
-        "set_not_null_after_validated_check_in_earlier_step",
+        "set_not_null_alone",
+        # Another step may have validated a CHECK: this step's SQL cannot tell.
         "ALTER TABLE leads ALTER COLUMN name SET NOT NULL",
+        "adding-not-nullable-field",
+    ),
+    case(
+        "validate_then_set_not_null_step",
+        "ALTER TABLE leads VALIDATE CONSTRAINT leads_name_nn;\n"
+        "ALTER TABLE leads ALTER COLUMN name SET NOT NULL;\n"
+        "ALTER TABLE leads DROP CONSTRAINT leads_name_nn;",
     ),
     case(
         "drop_not_null",
@@ -465,7 +475,7 @@ CASES = [
     case(
         "do_block_with_update",
         "DO $$ BEGIN UPDATE leads SET score = 0 WHERE score IS NULL; END $$",
-        "dml-needs-category",
+        "dml-in-do-block",
     ),
     case(
         "do_block_dynamic",
@@ -590,17 +600,4 @@ CASES = [
     ),
     # -- syntax ------------------------------------------------------------------------
     case("syntax_error", "ALTER TABLE leads ADD COLUMN", "sql-syntax-error"),
-]
-
-#: Steps run before the corpus, so that cross-step facts hold (a validated
-#: NOT NULL check on leads.name for ``set_not_null_after_validated_check...``).
-PRELUDE = [
-    case(
-        "prelude_name_check",
-        "ALTER TABLE leads ADD CONSTRAINT leads_name_nn"
-        " CHECK (name IS NOT NULL) NOT VALID;",
-    ),
-    case(
-        "prelude_name_validate", "ALTER TABLE leads VALIDATE CONSTRAINT leads_name_nn"
-    ),
 ]

@@ -2,43 +2,27 @@
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 
 from flask_safe_migrate.core.lint import RULES
-from flask_safe_migrate.core.lint import LintReport
 from flask_safe_migrate.core.lint import lint_steps
 from flask_safe_migrate.core.lint.squawk import find_squawk
 
 from .conftest import make_step
-from .corpus import CASES
-from .corpus import PRELUDE
 from .corpus import Case
-
-
-@functools.cache
-def corpus_report(squawk: bool) -> LintReport:
-    """Lint the prelude and every corpus case as the steps of one registry."""
-    steps = [
-        make_step(c.sql, id=c.id, phase=c.phase, category=c.category)
-        for c in [*PRELUDE, *CASES]
-    ]
-    return lint_steps(steps, squawk=squawk)
-
-
-def found(report: LintReport, case: Case) -> set[str]:
-    """The rule ids reported for *case*'s step."""
-    return {f.rule for f in report.findings if f.step_id == case.id}
+from .score import CASES
+from .score import corpus_report
+from .score import found
+from .score import score
 
 
 def test_corpus_size() -> None:
-    """The corpus holds at least 80 cases with unique ids, safe and dangerous."""
+    """The corpus holds at least 300 cases with unique ids, safe and dangerous."""
     ids = [c.id for c in CASES]
-    assert len(ids) >= 80
+    assert len(ids) >= 300
     assert len(set(ids)) == len(ids)
-    assert sum(1 for c in CASES if not c.expected) >= 30
-    assert sum(1 for c in CASES if c.expected) >= 30
+    assert sum(1 for c in CASES if not c.expected) >= 100
+    assert sum(1 for c in CASES if c.expected) >= 100
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
@@ -58,7 +42,17 @@ def test_with_squawk(case: Case) -> None:
     assert found(report, case) == set(case.expected)
 
 
-def test_prelude_is_clean() -> None:
-    """The prelude steps report nothing themselves."""
-    report = corpus_report(squawk=find_squawk() is not None)
-    assert not [f for f in report.findings if f.step_id in {c.id for c in PRELUDE}]
+def test_precision_and_recall() -> None:
+    """Overall precision and recall are at least 0.97 (with squawk when installed)."""
+    overall = score(squawk=find_squawk() is not None)["overall"]
+    assert overall.precision >= 0.97
+    assert overall.recall >= 0.97
+
+
+def test_steps_are_independent() -> None:
+    """A step linted alone reports what it reports among all the others."""
+    together = corpus_report(squawk=False)
+    for case in CASES:
+        step = make_step(case.sql, id=case.id, phase=case.phase, category=case.category)
+        alone = lint_steps([step], squawk=False)
+        assert found(alone, case) == found(together, case), case.id

@@ -14,7 +14,7 @@ from flask_safe_migrate.core.lint.findings import LintReport
 from flask_safe_migrate.core.lint.findings import Severity
 from flask_safe_migrate.core.lint.findings import Source
 
-from .test_corpus import corpus_report
+from .score import corpus_report
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from . import app_session_in_migration
 from . import bare_except_in_step
+from . import blocking_table_rewrite
+from . import cannot_run_in_transaction
 from . import concurrent_index_outside_index_phase
 from . import connection_across_retries
 from . import ddl_in_backfill_step
 from . import dedup_not_delete
+from . import dml_in_do_block
 from . import dml_needs_category
+from . import do_block_swallows_errors
 from . import dynamic_sql
 from . import invalid_suppression
 from . import non_index_sql_in_index_step
@@ -45,6 +49,7 @@ __all__ = ["RULES", "Rule", "Scope", "get_rule", "rules_of"]
 _MODULES = (
     # phase rules
     dml_needs_category,
+    dml_in_do_block,
     concurrent_index_outside_index_phase,
     require_concurrent_index,
     non_index_sql_in_index_step,
@@ -59,6 +64,8 @@ _MODULES = (
     session_load,
     # runner conflicts
     transaction_control,
+    cannot_run_in_transaction,
+    do_block_swallows_errors,
     # small-DML categories
     seed_not_literal_insert,
     dedup_not_delete,
@@ -67,6 +74,7 @@ _MODULES = (
     unneeded_category,
     # what squawk misses
     volatile_default_rewrite,
+    blocking_table_rewrite,
     # the linter's own
     dynamic_sql,
     sql_syntax_error,

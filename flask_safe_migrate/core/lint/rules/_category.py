@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ...sql import has_dml
 from ...steps import Phase
 from .. import _ast
 from ..context import StatementContext
-from ..parse import has_dml
 
 __all__ = ["applies", "has_where", "kinds_outside"]
 

@@ -36,6 +36,9 @@ class Rule:
     hint: str
     scope: Scope
     check: t.Callable[..., t.Iterable[t.Any]] | None = None
+    #: A statement rule that also checks each statement a DO block runs. False for
+    #: rules that judge the block as a whole (its DML, hazards or dynamic SQL).
+    embedded: bool = True
 
     @property
     def source(self) -> Source:
@@ -52,4 +55,5 @@ def rule_from_module(module: types.ModuleType) -> Rule:
         hint=module.HINT,
         scope=module.SCOPE,
         check=getattr(module, "check", None),
+        embedded=getattr(module, "EMBEDDED", True),
     )

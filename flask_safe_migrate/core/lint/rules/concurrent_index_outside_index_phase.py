@@ -21,7 +21,9 @@ HINT = (
 
 def check(ctx: StatementContext) -> t.Iterator[str]:
     """Flag CREATE/DROP INDEX CONCURRENTLY and REINDEX CONCURRENTLY elsewhere."""
-    if ctx.stmt.concurrent and ctx.phase is not Phase.INDEX:
+    if ctx.stmt.concurrent and ctx.block is not None:
+        yield "CONCURRENTLY in a DO block: the block always runs in a transaction"
+    elif ctx.stmt.concurrent and ctx.phase is not Phase.INDEX:
         yield (
             f"CONCURRENTLY in a {ctx.phase.value} step: it cannot run inside the "
             "step's transaction"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typing as t
 
+from ...sql import StatementKind
 from ...steps import Phase
 from ..context import StatementContext
 from ..findings import Severity
-from ..parse import StatementKind
 from ._rule import Scope
 
 RULE = "ddl-in-backfill-step"
@@ -23,8 +23,8 @@ HINT = (
 def check(ctx: StatementContext) -> t.Iterator[str]:
     """Flag DDL and blocking index builds in a backfill step."""
     stmt = ctx.stmt
-    if ctx.phase is not Phase.BACKFILL:
-        return
+    if ctx.phase is not Phase.BACKFILL or stmt.node_type == "DoStmt":
+        return  # a DO block: each statement it runs is checked instead
     if stmt.kind is StatementKind.DDL or (
         stmt.kind is StatementKind.INDEX_BUILD and not stmt.concurrent
     ):

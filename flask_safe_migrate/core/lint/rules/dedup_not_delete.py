@@ -12,6 +12,8 @@ from ._rule import Scope
 RULE = "dedup-not-delete"
 SEVERITY = Severity.ERROR
 SCOPE = Scope.STATEMENT
+#: Judges a DO block as a whole, not each statement it runs.
+EMBEDDED = False
 SUMMARY = "DML declared as dedup_before_unique that is not a DELETE of duplicates"
 HINT = (
     "delete the extra rows with DELETE ... USING / WHERE ... (keeping one per "

@@ -11,6 +11,8 @@ from ._rule import Scope
 RULE = "dynamic-sql"
 SEVERITY = Severity.WARNING
 SCOPE = Scope.STATEMENT
+#: Judges a DO block as a whole, not each statement it runs.
+EMBEDDED = False
 SUMMARY = "a DO block whose SQL is built at run time cannot be checked"
 HINT = (
     "write the statements out, or review the generated SQL by hand and suppress "

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import typing as t
 
+from ...sql import StatementKind
+from ...sql import has_dml
 from ...steps import Phase
 from .. import _ast
 from ..context import StatementContext
 from ..findings import Severity
-from ..parse import StatementKind
-from ..parse import has_dml
 from ._rule import Scope
 
 RULE = "non-index-sql-in-index-step"
 SEVERITY = Severity.ERROR
 SCOPE = Scope.STATEMENT
+#: Judges a DO block as a whole, not each statement it runs.
+EMBEDDED = False
 SUMMARY = "SQL other than an index build, drop or ANALYZE in an index step"
 HINT = (
     "keep index steps to CREATE/DROP INDEX CONCURRENTLY (and ANALYZE); put DDL "

@@ -12,6 +12,8 @@ from ._rule import Scope
 RULE = "one-time-backfill-not-update"
 SEVERITY = Severity.ERROR
 SCOPE = Scope.STATEMENT
+#: Judges a DO block as a whole, not each statement it runs.
+EMBEDDED = False
 SUMMARY = "DML declared as one_time_backfill that is not an UPDATE or INSERT"
 HINT = (
     "a one-time backfill fills in data (UPDATE, INSERT ... SELECT); delete rows "

@@ -13,6 +13,8 @@ from ._rule import Scope
 RULE = "orphan-cleanup-not-delete"
 SEVERITY = Severity.ERROR
 SCOPE = Scope.STATEMENT
+#: Judges a DO block as a whole, not each statement it runs.
+EMBEDDED = False
 SUMMARY = (
     "DML declared as orphan_cleanup that is not a filtered DELETE (or an UPDATE "
     "setting references to NULL)"

@@ -13,6 +13,8 @@ from ._rule import Scope
 RULE = "seed-not-literal-insert"
 SEVERITY = Severity.ERROR
 SCOPE = Scope.STATEMENT
+#: Judges a DO block as a whole, not each statement it runs.
+EMBEDDED = False
 SUMMARY = "DML declared as seed that is not a small INSERT of literal rows"
 HINT = (
     "a seed inserts a handful of literal rows (VALUES, or a SELECT driven by a "

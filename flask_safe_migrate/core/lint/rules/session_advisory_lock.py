@@ -11,6 +11,8 @@ from ._rule import Scope
 RULE = "session-advisory-lock"
 SEVERITY = Severity.ERROR
 SCOPE = Scope.STATEMENT
+#: Judges a DO block as a whole, not each statement it runs.
+EMBEDDED = False
 SUMMARY = "a session-level advisory lock (pg_advisory_lock)"
 HINT = (
     "use pg_advisory_xact_lock / pg_try_advisory_xact_lock, released at COMMIT; "

@@ -11,6 +11,8 @@ from ._rule import Scope
 RULE = "session-cursor-with-hold"
 SEVERITY = Severity.ERROR
 SCOPE = Scope.STATEMENT
+#: Judges a DO block as a whole, not each statement it runs.
+EMBEDDED = False
 SUMMARY = "DECLARE ... WITH HOLD (a cursor that outlives the transaction)"
 HINT = (
     "use a cursor without HOLD inside the step, or keyset pagination in a backfill step"

@@ -11,6 +11,8 @@ from ._rule import Scope
 RULE = "session-listen"
 SEVERITY = Severity.ERROR
 SCOPE = Scope.STATEMENT
+#: Judges a DO block as a whole, not each statement it runs.
+EMBEDDED = False
 SUMMARY = "LISTEN in a migration step"
 HINT = (
     "drop the LISTEN: through a transaction-mode pooler the notifications go to "

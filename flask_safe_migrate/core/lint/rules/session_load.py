@@ -11,6 +11,8 @@ from ._rule import Scope
 RULE = "session-load"
 SEVERITY = Severity.ERROR
 SCOPE = Scope.STATEMENT
+#: Judges a DO block as a whole, not each statement it runs.
+EMBEDDED = False
 SUMMARY = "LOAD of a shared library into the session"
 HINT = (
     "configure the library with shared_preload_libraries or session_preload_libraries, "

@@ -11,6 +11,8 @@ from ._rule import Scope
 RULE = "session-prepare"
 SEVERITY = Severity.ERROR
 SCOPE = Scope.STATEMENT
+#: Judges a DO block as a whole, not each statement it runs.
+EMBEDDED = False
 SUMMARY = "PREPARE of a named server-side statement"
 HINT = "send the statement itself (with parameters) instead of PREPARE/EXECUTE"
 

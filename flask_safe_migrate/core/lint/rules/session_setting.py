@@ -11,6 +11,8 @@ from ._rule import Scope
 RULE = "session-setting"
 SEVERITY = Severity.ERROR
 SCOPE = Scope.STATEMENT
+#: Judges a DO block as a whole, not each statement it runs.
+EMBEDDED = False
 SUMMARY = "a session-level SET, RESET, set_config(..., false) or DISCARD"
 HINT = (
     "use SET LOCAL (or set_config(name, value, true)), which ends with the "

@@ -11,6 +11,8 @@ from ._rule import Scope
 RULE = "session-temp-table"
 SEVERITY = Severity.ERROR
 SCOPE = Scope.STATEMENT
+#: Judges a DO block as a whole, not each statement it runs.
+EMBEDDED = False
 SUMMARY = "a temporary table expected to outlive the transaction"
 HINT = (
     "add ON COMMIT DROP (and use it within the step), or use a regular table "

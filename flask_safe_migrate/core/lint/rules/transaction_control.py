@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typing as t
 
+from ...sql import StatementKind
 from ..context import StatementContext
 from ..findings import Severity
-from ..parse import StatementKind
 from ._rule import Scope
 
 RULE = "transaction-control"

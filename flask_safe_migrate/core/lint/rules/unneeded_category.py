@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typing as t
 
+from ...sql import Statement
+from ...sql import has_dml
 from ...steps import Phase
 from ..context import StepContext
 from ..findings import Severity
-from ..parse import Statement
-from ..parse import has_dml
 from ._rule import Scope
 
 RULE = "unneeded-category"

@@ -1,4 +1,8 @@
-"""Split SQL into classified statements: the only module that imports pglast."""
+"""SQL text: split and classify statements (the only module that imports pglast), quote.
+
+The bottom layer: every other module may use it, and it imports nothing of the
+package.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +24,11 @@ __all__ = [
     "SqlSyntaxError",
     "Statement",
     "StatementKind",
+    "duration_literal",
     "has_dml",
+    "literal",
     "normalize_sql",
+    "quote_ident",
     "split_statements",
     "sql_comments",
 ]
@@ -90,6 +97,12 @@ class Statement:
     #: The parser's node for the statement (a ``pglast.ast`` node), for the lint
     #: rules that look at its details; node locations are offsets in the source.
     node: t.Any = field(default=None, compare=False, repr=False)
+    #: The statements a DO block runs: its SQL statements and the string literals
+    #: it EXECUTEs (nested blocks' too, flattened), each at the block's position.
+    embedded: tuple[Statement, ...] = field(default=(), compare=False, repr=False)
+    #: The conditions of a DO block's EXCEPTION WHEN handlers that do not raise
+    #: again (``"others"``, ``"lock_not_available"``...), so a failure goes unseen.
+    swallowed: tuple[str, ...] = ()
 
     @property
     def end_line(self) -> int:
@@ -181,8 +194,54 @@ _UTILITY_NODES = frozenset(
     }
 )
 
-#: Nodes whose contents are stored, not run: never look inside them for DML.
-_OPAQUE_NODES = frozenset({"RuleStmt", "CreateFunctionStmt"})
+#: Nodes whose contents are stored, not run: never look inside them for DML or
+#: session state (ALTER ROLE/DATABASE/FUNCTION ... SET store a default for future
+#: sessions or calls; ALTER SYSTEM writes the server's configuration file).
+_OPAQUE_NODES = frozenset(
+    {
+        "AlterDatabaseSetStmt",
+        "AlterFunctionStmt",
+        "AlterRoleSetStmt",
+        "AlterSystemStmt",
+        "CreateFunctionStmt",
+        "RuleStmt",
+    }
+)
+
+#: EXCEPTION WHEN conditions that only say the object already is as wanted (it
+#: exists already, or is gone already): the usual guard of a re-runnable DDL.
+_IDEMPOTENT_CONDITIONS = frozenset(
+    {
+        "duplicate_column",
+        "duplicate_function",
+        "duplicate_object",
+        "duplicate_schema",
+        "duplicate_table",
+        "undefined_column",
+        "undefined_function",
+        "undefined_object",
+        "undefined_table",
+        # The same conditions by SQLSTATE (WHEN SQLSTATE '42P07').
+        "42701",
+        "42710",
+        "42723",
+        "42P01",
+        "42P06",
+        "42P07",
+        "42703",
+        "42704",
+        "42883",
+    }
+)
+
+#: PL/pgSQL transaction statements, as the SQL a DO block would send.
+_PLPGSQL_TRANSACTION = {
+    "PLpgSQL_stmt_commit": "COMMIT",
+    "PLpgSQL_stmt_rollback": "ROLLBACK",
+}
+
+#: ``elog_level`` of RAISE EXCEPTION (PostgreSQL's ERROR); lower levels only report.
+_ELOG_ERROR = 21
 
 #: Attributes of a statement node that hold the relation(s) it acts on.
 _RELATION_FIELDS: dict[str, tuple[str, ...]] = {
@@ -254,6 +313,9 @@ class _Facts:
     hazards: list[str] = field(default_factory=list)
     dynamic: bool = False
     session_config: bool = False
+    #: (text, node) of each statement a DO block runs, in order.
+    embedded: list[tuple[str, t.Any]] = field(default_factory=list)
+    swallowed: list[str] = field(default_factory=list)
 
     def relation(self, name: str) -> None:
         if name and name not in self.relations:
@@ -326,16 +388,41 @@ def _bounds(
 
 
 def _statement(sql: str, start: int, end: int, node: t.Any) -> Statement:
-    node_type = type(node).__name__
     facts = _Facts()
     _analyze(node, facts, 0)
+    line = sql.count("\n", 0, start) + 1
+    embedded = tuple(
+        _inner_statement(text, inner, start, end, line)
+        for text, inner in facts.embedded
+    )
+    return _build(sql[start:end], start, end, line, node, facts, embedded)
+
+
+def _inner_statement(
+    text: str, node: t.Any, start: int, end: int, line: int
+) -> Statement:
+    """A statement a DO block runs, placed at the block (its own facts only)."""
+    facts = _Facts()
+    _analyze(node, facts, 1)
+    return _build(text, start, end, line, node, facts, ())
+
+
+def _build(
+    text: str,
+    start: int,
+    end: int,
+    line: int,
+    node: t.Any,
+    facts: _Facts,
+    embedded: tuple[Statement, ...],
+) -> Statement:
     kind, concurrent = _classify(node, facts)
     return Statement(
-        sql=sql[start:end],
+        sql=text,
         start=start,
         end=end,
-        line=sql.count("\n", 0, start) + 1,
-        node_type=node_type,
+        line=line,
+        node_type=type(node).__name__,
         kind=kind,
         concurrent=concurrent,
         dml_kinds=tuple(sorted(facts.dml)),
@@ -343,6 +430,8 @@ def _statement(sql: str, start: int, end: int, node: t.Any) -> Statement:
         hazards=tuple(facts.hazards),
         dynamic_sql=facts.dynamic,
         node=node,
+        embedded=embedded,
+        swallowed=tuple(facts.swallowed),
     )
 
 
@@ -483,7 +572,9 @@ def _walk(root: t.Any, facts: _Facts, depth: int) -> None:
             continue
         type_name = type(node).__name__
         _visit(type_name, node, facts, depth)
-        if type_name in _OPAQUE_NODES:
+        if type_name in _OPAQUE_NODES or (
+            type_name == "ExplainStmt" and not _explain_runs(node)
+        ):
             continue
         children = [getattr(node, name, None) for name in node]
         stack.extend(
@@ -493,8 +584,19 @@ def _walk(root: t.Any, facts: _Facts, depth: int) -> None:
         )
 
 
+def _explain_runs(node: t.Any) -> bool:
+    """Whether EXPLAIN runs its statement: ANALYZE, and not ``ANALYZE false``."""
+    return any(
+        getattr(option, "defname", None) == "analyze"
+        and _const_truth_or_flag(option.arg)
+        for option in node.options or ()
+    )
+
+
 def _visit(type_name: str, node: t.Any, facts: _Facts, depth: int) -> None:
     dml = _DML_NODES.get(type_name)
+    if type_name == "CopyStmt" and not node.is_from:
+        dml = None  # COPY ... TO only reads
     if dml is not None:
         facts.dml.add(dml)
         if type_name == "TruncateStmt":
@@ -603,6 +705,8 @@ def _classify(node: t.Any, facts: _Facts) -> tuple[StatementKind, bool]:
         and node.removeType == pglast.enums.ObjectType.OBJECT_INDEX
     ):
         return StatementKind.INDEX_BUILD, bool(node.concurrent)
+    if type_name == "CopyStmt" and not node.is_from:
+        return (StatementKind.DML if facts.dml else StatementKind.QUERY), False
     if type_name in _DML_NODES:
         return StatementKind.DML, False
     if type_name == "DoStmt":
@@ -686,12 +790,58 @@ def _walk_plpgsql(tree: t.Any, facts: _Facts, depth: int) -> None:
         if key == "PLpgSQL_expr" and isinstance(value, dict):
             _check_expr(value, facts, depth)
             continue
+        if key == "PLpgSQL_exception" and isinstance(value, dict):
+            _check_handler(value, facts)
+        if key in _PLPGSQL_TRANSACTION:
+            _check_sql(_PLPGSQL_TRANSACTION[key], facts, depth, embed=True)
         if isinstance(value, dict):
             dynamic_key = _DYNAMIC_QUERY_KEYS.get(key)
             if dynamic_key is not None and dynamic_key in value:
                 _check_dynamic(value[dynamic_key], facts, depth)
                 value = {k: v for k, v in value.items() if k != dynamic_key}
         _walk_plpgsql(value, facts, depth)
+
+
+def _check_handler(handler: dict[str, t.Any], facts: _Facts) -> None:
+    """Note an EXCEPTION WHEN handler that neither raises again nor only guards."""
+    names = [
+        _condition_name(condition.get("PLpgSQL_condition", {}))
+        for condition in handler.get("conditions") or ()
+        if isinstance(condition, dict)
+    ]
+    if all(name in _IDEMPOTENT_CONDITIONS for name in names) or _raises(
+        handler.get("action")
+    ):
+        return
+    for name in names:
+        shown = f"SQLSTATE '{name}'" if _is_sqlstate(name) else name
+        if name not in _IDEMPOTENT_CONDITIONS and shown not in facts.swallowed:
+            facts.swallowed.append(shown)
+
+
+def _condition_name(condition: dict[str, t.Any]) -> str:
+    """A condition's name (lower case) or its SQLSTATE code (upper case)."""
+    name = str(condition.get("condname", ""))
+    return name.upper() if _is_sqlstate(name) else name.lower()
+
+
+def _is_sqlstate(name: str) -> bool:
+    return len(name) == 5 and name[:2].isalnum() and any(c.isdigit() for c in name)
+
+
+def _raises(tree: t.Any) -> bool:
+    """Whether a PL/pgSQL tree (JSON) holds a RAISE at ERROR level, or ``RAISE;``."""
+    if isinstance(tree, list):
+        return any(_raises(item) for item in tree)
+    if not isinstance(tree, dict):
+        return False
+    for key, value in tree.items():
+        if key == "PLpgSQL_stmt_raise" and isinstance(value, dict):
+            if value.get("elog_level", _ELOG_ERROR) >= _ELOG_ERROR:
+                return True
+        elif _raises(value):
+            return True
+    return False
 
 
 #: PL/pgSQL statements running a query computed at run time, and where it is.
@@ -711,7 +861,7 @@ def _check_expr(expr: dict[str, t.Any], facts: _Facts, depth: int) -> None:
     if mode == _PARSE_TYPE_NAME:
         return
     if mode == _PARSE_DEFAULT:
-        _check_sql(query, facts, depth)
+        _check_sql(query, facts, depth, embed=True)
         return
     if mode != _PARSE_EXPR:
         # An assignment, "target := expression": keep the expression.
@@ -746,7 +896,7 @@ def _check_dynamic(value: t.Any, facts: _Facts, depth: int) -> None:
         # The expression itself (e.g. format(...)) still runs: check its calls.
         _check_sql("SELECT " + query, facts, depth)
         return
-    _check_sql(literal, facts, depth)
+    _check_sql(literal, facts, depth, embed=True)
 
 
 def _string_literal(expression: str) -> str | None:
@@ -764,13 +914,18 @@ def _string_literal(expression: str) -> str | None:
     return sval if isinstance(sval, str) else None
 
 
-def _check_sql(sql: str, facts: _Facts, depth: int) -> None:
+def _check_sql(sql: str, facts: _Facts, depth: int, *, embed: bool = False) -> None:
+    """Analyze SQL a DO block runs; with *embed*, keep its statements too."""
     try:
         raws = pglast.parser.parse_sql(sql)
     except pglast.parser.ParseError:
         facts.dynamic = True
         return
     for raw in raws:
+        if embed:
+            location = raw.stmt_location or 0
+            limit = location + raw.stmt_len if raw.stmt_len else len(sql)
+            facts.embedded.append((sql[location:limit].strip(), raw.stmt))
         _analyze(raw.stmt, facts, depth)
 
 
@@ -850,3 +1005,45 @@ def has_dml(stmt: Statement) -> bool:
     :returns: ``stmt.kind is StatementKind.DML or bool(stmt.dml_kinds)``.
     """
     return stmt.kind is StatementKind.DML or bool(stmt.dml_kinds)
+
+
+# -- quoting ---------------------------------------------------------------------
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier for PostgreSQL, always."""
+    if "\x00" in name:
+        raise ValueError("identifier contains a NUL character")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(value: object) -> str:
+    """Render ``value`` as a SQL literal (strings, numbers, None, bool, dict as jsonb).
+
+    Relies on ``standard_conforming_strings = on`` (the default since PostgreSQL 9.1).
+    """
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict):
+        return literal(json.dumps(value, sort_keys=True)) + "::jsonb"
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("string literal contains a NUL character")
+        return "'" + value.replace("'", "''") + "'"
+    raise TypeError(f"cannot render {type(value).__name__} as a SQL literal")
+
+
+def _milliseconds(seconds: float) -> str:
+    """Render seconds as a PostgreSQL duration in whole milliseconds (at least 1)."""
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def duration_literal(seconds: float) -> str:
+    """Render seconds as a quoted PostgreSQL duration literal, e.g. ``'2000ms'``."""
+    return literal(_milliseconds(seconds))
