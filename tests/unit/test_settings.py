@@ -159,3 +159,21 @@ def test_step_modules_package_imports_its_modules_in_file_name_order(
     app.config["SAFE_MIGRATE_ON_BOOT"] = "off"
     migrate.init_app(app)
     assert [s.id for s in migrate.registry.steps()] == ["0002_a", "0010_b"]
+
+
+def test_alembic_directory_comes_from_the_environment(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``SAFE_MIGRATE_ALEMBIC_DIRECTORY`` is a path string; empty means unset."""
+    assert MigrateSettings().alembic_directory is None
+    migrations = Path(__file__).parents[1] / "flask_migrate_app" / "migrations"
+    monkeypatch.setenv("SAFE_MIGRATE_ALEMBIC_DIRECTORY", str(migrations))
+    migrate = SafeMigrate(app)
+    assert get_state(app).settings.alembic_directory == str(migrations)
+    assert len(migrate.registry) == 9
+    assert (
+        MigrateSettings.from_mapping(
+            {"SAFE_MIGRATE_ALEMBIC_DIRECTORY": ""}
+        ).alembic_directory
+        is None
+    )

@@ -12,6 +12,8 @@ from dataclasses import field
 
 import sqlalchemy as sa
 
+from ..revisions import INSTALL_HINT
+
 if t.TYPE_CHECKING:
     from alembic.operations.ops import MigrateOperation
 
@@ -36,8 +38,8 @@ def require_alembic() -> None:
         import alembic  # noqa: F401
     except ImportError:
         raise ImportError(
-            "flask safe-migrate generate needs Alembic: "
-            "pip install 'flask-safe-migrate[alembic]'"
+            f"flask safe-migrate generate needs Alembic, which is not installed: "
+            f"{INSTALL_HINT}"
         ) from None
 
 
