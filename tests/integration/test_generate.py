@@ -179,10 +179,10 @@ class Project:
         """Where the generated modules import ``migrate`` from."""
         return f"{self.name}.ext:migrate"
 
-    def load(self, path: str, values: t.Mapping[str, str] = ()) -> None:  # type: ignore[assignment]  # an empty mapping
+    def load(self, path: str, values: t.Mapping[str, str] | None = None) -> None:
         """Fill the TODO values of a generated module (as a person would), import it."""
         source = Path(path).read_text()
-        for name, value in dict(values).items():
+        for name, value in (values or {}).items():
             source = source.replace(f"{name}: str | None = None", f"{name} = {value!r}")
         Path(path).write_text(source)
         importlib.invalidate_caches()
