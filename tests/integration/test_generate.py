@@ -37,7 +37,6 @@ from .services import TestDatabase
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-ORDER = pytest.mark.xfail(strict=True, reason="needs registration order (issue 12.1)")
 
 ROWS = (
     "INSERT INTO users (name, email, age) VALUES ('ada', 'ada@x', 36), "
@@ -141,15 +140,14 @@ CASES = [
     pytest.param(Case("new_table"), id="new_table"),
     pytest.param(Case("new_column"), id="new_column"),
     pytest.param(Case("new_index"), id="new_index"),
-    pytest.param(Case("unique_constraint"), id="unique_constraint", marks=ORDER),
+    pytest.param(Case("unique_constraint"), id="unique_constraint"),
     pytest.param(Case("foreign_key"), id="foreign_key"),
     pytest.param(Case("not_null"), id="not_null"),
     pytest.param(
         Case("not_null_column", values={"USERS_STATUS_VALUE": "'active'"}),
         id="not_null_column",
-        marks=ORDER,
     ),
-    pytest.param(Case("volatile_default"), id="volatile_default", marks=ORDER),
+    pytest.param(Case("volatile_default"), id="volatile_default"),
     pytest.param(Case("enum_column"), id="enum_column"),
     pytest.param(Case("defaults_comments"), id="defaults_comments"),
     pytest.param(Case("destructive", allow_destructive=True), id="destructive"),
