@@ -29,6 +29,7 @@ from .phases.schema import check_schema_sql
 from .retry import RetryPolicy
 from .retry import RetryState
 from .retry import log_before_sleep
+from .server_version import require_supported_server
 from .settings import MigrateSettings
 from .steps import Phase
 from .steps import Step
@@ -82,6 +83,30 @@ class RunReport:
     def applied(self) -> list[StepOutcome]:
         """Outcomes of the steps this run applied."""
         return [o for o in self.outcomes if o.status == "applied"]
+
+    def to_dict(self) -> dict[str, t.Any]:
+        """The JSON shape of ``run --json``."""
+        return {
+            "phases": list(self.phases),
+            "dry_run": self.dry_run,
+            "up_to_date": self.up_to_date,
+            "outcomes": [
+                {
+                    "step_id": o.step_id,
+                    "phase": o.phase,
+                    "status": o.status,
+                    "attempts": o.attempts,
+                    "duration_seconds": round(o.duration_seconds, 4),
+                    "detail": o.detail,
+                }
+                for o in self.outcomes
+            ],
+            "pending": [s.id for s in self.pending],
+            "waiting": [s.id for s in self.waiting],
+            "changed": [s.step.id for s in self.changed],
+            "stopped_by_budget": self.stopped_by_budget,
+            "elapsed_seconds": round(self.elapsed_seconds, 4),
+        }
 
 
 class Runner:
@@ -258,12 +283,14 @@ class Runner:
         :raises ChecksumMismatchError: an applied step was edited.
         :raises StepFailedError: a step failed; ``.report`` has what ran before it.
         :raises LockNotAcquiredError: a lock stayed unavailable past its budget.
+        :raises UnsupportedServerError: the server is PostgreSQL 12 or older.
         """
         started = self._clock()
         report = RunReport(phases=tuple(p.value for p in phases), dry_run=dry_run)
         steps = self.select_steps(phases, step_ids)
         self.preflight(steps)
         rows = self.read_ledger()
+        require_supported_server(self.engine.dialect)  # before anything is written
         revisions.check_adopted(steps, rows or {}, self._query)
         if rows is None:
             rows = {}
@@ -322,7 +349,7 @@ class Runner:
                 outcome = self.phases[step.phase].apply(step, deadline=deadline)
             except StepFailedError as exc:
                 report.elapsed_seconds = self._clock() - started
-                exc.report = report  # type: ignore[attr-defined]  # partial report
+                exc.report = report  # the partial report
                 raise
             report.outcomes.append(outcome)
             if self.on_outcome is not None:

@@ -3,6 +3,7 @@ text, where it is written, and the CLI's exit codes."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import typing as t
@@ -29,7 +30,7 @@ from flask_safe_migrate.core.generate.steps import StepKind
 from flask_safe_migrate.core.generate.steps import constraint_name
 from flask_safe_migrate.core.settings import MigrateSettings
 from flask_safe_migrate.core.steps import StepRegistry
-from flask_safe_migrate.extension import registrar_path
+from flask_safe_migrate.state import registrar_path
 
 ROOT = Path(__file__).resolve().parents[2]
 METADATA = sa.MetaData()
@@ -392,6 +393,20 @@ class TestCli:
         assert calls[0]["output"] == "x/0009_y.py"
         assert calls[0]["dry_run"] is True
         assert calls[0]["allow_destructive"] is True
+
+    def test_json_prints_the_report(
+        self, app: Flask, calls: list[dict[str, t.Any]]
+    ) -> None:
+        """--json prints the report's to_dict()."""
+        result = app.test_cli_runner().invoke(
+            args=["safe-migrate", "generate", "add", "--json"]
+        )
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.output)
+        assert data["changes"] is True
+        assert data["steps"] == [
+            {"id": "0001_x_01_x", "kind": "sql", "change": "new column", "active": True}
+        ]
 
 
 migrate = SafeMigrate()
