@@ -324,6 +324,8 @@ class SchemaPipeline:
         if not batch.open:
             return
         item = batch.open[0]
+        for later in batch.open[1:]:
+            later.attempts -= 1  # the message stopped before it: not an attempt
         if state == LOCK_WAIT_SQLSTATE:
             raise self.phase.migration_lock_error(item.step) from stop.error
         if state == ALREADY_APPLIED_SQLSTATE:
