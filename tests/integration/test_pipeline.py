@@ -20,8 +20,8 @@ from flask_safe_migrate.core.engine import build_migration_engine
 from flask_safe_migrate.core.exceptions import LockNotAcquiredError
 from flask_safe_migrate.core.exceptions import StepFailedError
 from flask_safe_migrate.core.phases import StepOutcome
-from flask_safe_migrate.core.runner import RunReport
 from flask_safe_migrate.core.runner import Runner
+from flask_safe_migrate.core.runner import RunReport
 from flask_safe_migrate.core.settings import MigrateSettings
 from flask_safe_migrate.core.steps import Phase
 from flask_safe_migrate.core.steps import StepRegistry
@@ -307,7 +307,8 @@ def test_failing_step_50_names_it_and_the_rest_resume_after(
         runner.run()
     message = str(info.value)
     assert info.value.step_id == "p050"
-    assert "step p050 (" in message and "migration100.py:" in message
+    assert "step p050 (" in message
+    assert "migration100.py:" in message
     assert "ALTER TABLE missing_table ADD COLUMN x int" in message
     assert 'relation "missing_table" does not exist' in message
     partial = info.value.report  # type: ignore[attr-defined]

@@ -1,6 +1,8 @@
 """The schema phase: each step one short transaction under lock_timeout, applied once.
 
-A pending SQL step costs two network messages (round trips):
+Consecutive pending SQL steps are sent several to one message by
+:mod:`.pipeline`; a step sent alone (a function step, or a step that stopped its
+message) costs two network messages (round trips):
 
 1. ``BEGIN; SET LOCAL lock_timeout = <advisory wait>; SELECT pg_advisory_xact_lock(K);
    SET LOCAL lock_timeout = <this attempt's>; [SET LOCAL statement_timeout];
