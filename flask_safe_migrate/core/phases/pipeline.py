@@ -214,6 +214,8 @@ class SchemaPipeline:
             try:
                 stop, _ = policy.call(self._attempt, batch, emit)
             except Exception:
+                if not batch.open:  # every step settled; the error came after
+                    raise
                 with translate_db_errors(batch.open[0].step):
                     raise
             if stop is not None:
