@@ -42,12 +42,15 @@ How a lock timeout on one step affects the others: the steps before it in the
 message are committed and unaffected; the steps after it do not run in that
 message and wait (registration order) until the blocked step is applied through
 its lock-retry schedule, then resume pipelined; if it gives up, they stay pending.
-Every step in a message waits at most the first lock attempt's timeout
-(``lock_timeout_initial_seconds``), and the first timeout ends the message, so a
-message can add at most one lock timeout to the queue of a busy table. The
-number of steps in one message is bounded so that a message whose every step
-waits almost its full lock timeout still ends within
+In a message each lock wait is bounded by the step's first lock attempt's timeout
+(``lock_timeout_initial_seconds``) and the first wait that expires ends the
+message, so a message holds up the queue of a busy table for at most one such
+timeout. The number of steps in one message is bounded so that a message whose
+every step waits almost its full first lock timeout still ends within
 :data:`MESSAGE_LOCK_BUDGET_SECONDS`, and by :data:`MAX_MESSAGE_BYTES`.
+
+The ledger row's ``attempts`` (and the outcome's) counts the messages that carried
+the step up to the one that committed it, without those that stopped before it.
 """
 
 from __future__ import annotations
