@@ -311,7 +311,7 @@ def test_failing_step_50_names_it_and_the_rest_resume_after(
     assert "migration100.py:" in message
     assert "ALTER TABLE missing_table ADD COLUMN x int" in message
     assert 'relation "missing_table" does not exist' in message
-    partial = info.value.report  # type: ignore[attr-defined]
+    partial = info.value.report
     assert [o.step_id for o in partial.outcomes] == [
         migration100.step_id(i) for i in range(1, 50)
     ]
