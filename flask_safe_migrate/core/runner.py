@@ -148,7 +148,7 @@ class Runner:
             settings, engine, self.ledger, on_progress=on_progress, **timing
         )
         #: Consecutive pending SQL schema steps, several per message.
-        self.pipeline = SchemaPipeline(self.schema)
+        self.pipeline = SchemaPipeline(self.schema, sleep=sleep, rng=rng)
         #: How each phase applies a step.
         self.phases: dict[Phase, PhaseRunner] = {
             Phase.SCHEMA: self.schema,

@@ -38,6 +38,11 @@ are applied (``commit reply lost; confirmed applied in the ledger``), the others
 are sent again. A server that still runs the cut message cannot apply a step twice:
 each step's guard re-checks the ledger under the migration lock.
 
+When a guard finds its step applied by another runner (workers booting together),
+that runner is applying the same steps right now: the pipeline pauses about
+``retry_backoff_seconds`` and reads the ledger before sending the rest, instead
+of racing it step by step.
+
 How a lock timeout on one step affects the others: the steps before it in the
 message are committed and unaffected; the steps after it do not run in that
 message and wait (registration order) until the blocked step is applied through
@@ -56,6 +61,8 @@ the step up to the one that committed it, without those that stopped before it.
 from __future__ import annotations
 
 import logging
+import random
+import time
 import typing as t
 from dataclasses import dataclass
 
@@ -146,7 +153,9 @@ class _Batch:
 
     items: list[_Item]
     settled: int = 0
-    cut: bool = False
+    #: Read the ledger before the next message (after a cut, or when another
+    #: runner is applying these steps).
+    read_first: bool = False
 
     @property
     def open(self) -> list[_Item]:
@@ -157,10 +166,18 @@ class _Batch:
 class SchemaPipeline:
     """Apply consecutive SQL schema steps several per message, each exactly once."""
 
-    def __init__(self, phase: SchemaPhase) -> None:
+    def __init__(
+        self,
+        phase: SchemaPhase,
+        *,
+        sleep: t.Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
         self.phase = phase
         self.ledger = phase.ledger
         self.settings = phase.settings
+        self._sleep = sleep
+        self._rng = rng or random.Random()
 
     @property
     def first_lock_timeout_seconds(self) -> float:
@@ -228,15 +245,15 @@ class SchemaPipeline:
         """One connection: after a cut, read back what landed; then send the rest."""
         with autocommit(self.phase.engine) as conn:
             try:
-                if batch.cut:
+                if batch.read_first:
                     self._settle_landed(batch, self._read_back(conn, batch), emit)
-                    batch.cut = False
+                    batch.read_first = False
                     if not batch.open:
                         return None
                 return self._send(conn, batch, emit)
             except Exception as exc:
                 if is_disconnect(exc):
-                    batch.cut = True
+                    batch.read_first = True
                     for item in batch.open:
                         item.maybe_landed = True
                 raise
@@ -337,6 +354,7 @@ class SchemaPipeline:
             outcome = found_applied(
                 item.step, attempts=item.attempts, maybe_landed=item.maybe_landed
             )
+            self._make_way(batch)
         else:
             locked = classify_error(stop.error) is ErrorKind.LOCK_NOT_AVAILABLE
             logger.info(
@@ -351,6 +369,13 @@ class SchemaPipeline:
                 lock_error=stop.error if locked else None,
             )
         self._settle(batch, outcome, emit)
+
+    def _make_way(self, batch: _Batch) -> None:
+        """Another runner is applying these steps: let it get ahead, then read the
+        ledger before sending the rest (racing it step by step would cost both of
+        us a message per step)."""
+        batch.read_first = True
+        self._sleep(self.settings.retry_backoff_seconds * self._rng.uniform(0.5, 1.5))
 
 
 def _applied(item: _Item, duration: float) -> StepOutcome:
