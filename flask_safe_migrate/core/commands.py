@@ -24,6 +24,8 @@ from .disconnects import ErrorKind
 from .disconnects import classify_error
 from .disconnects import describe_error
 from .disconnects import error_sqlstate
+from .driver import execute_script
+from .driver import ssl_in_use
 from .engine import safe_url
 from .exceptions import BaselineRefusedError
 from .exceptions import ConfigurationError
@@ -48,6 +50,7 @@ from .runner import RunReport
 from .runner import StepStatus
 from .server_version import server_version
 from .server_version import server_version_problem
+from .settings import PREFIX
 from .settings import MigrateSettings
 from .sql import SqlSyntaxError
 from .sql import StatementKind
@@ -62,11 +65,15 @@ from .transaction import send_idempotent
 from .transaction import settings_policy
 
 if t.TYPE_CHECKING:
+    from . import generate as generate_package
     from . import lint
+    from .generate import GenerateReport
     from .lint.findings import LintReport
 else:
-    # The linter (and the SQL parser) load only when `check` runs (see core.lazy).
+    # The linter (and the SQL parser) load only when `check` or `generate` runs,
+    # or a step is pending (see core.lazy).
     lint = lazy_module("flask_safe_migrate.core.lint")
+    generate_package = lazy_module("flask_safe_migrate.core.generate")
 
 __all__ = [
     "BaselineReport",
@@ -80,6 +87,7 @@ __all__ = [
     "check",
     "doctor",
     "execute",
+    "generate",
     "plan",
     "run",
     "status",
@@ -87,7 +95,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_NO_PARAMS = {"no_parameters": True}
 BeforeSleep = t.Callable[[RetryState], None]
 OnOutcome = t.Callable[[StepOutcome], None]
 
@@ -469,7 +476,7 @@ def execute(
     def work(
         conn: sa.Connection,
     ) -> tuple[list[str], list[tuple[t.Any, ...]], int | None]:
-        result = conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)
+        result = execute_script(conn, sql)
         if result.returns_rows:
             rows = [tuple(r) for r in result.fetchall()]
             return list(result.keys()), rows if fetch else [], len(rows)
@@ -555,9 +562,7 @@ def baseline(
             lock = runner.ledger.lock_sql(settings.advisory_lock_wait_seconds)
 
             def work(conn: sa.Connection) -> None:
-                conn.exec_driver_sql(
-                    ";\n".join([lock, *inserts]), execution_options=_NO_PARAMS
-                )
+                execute_script(conn, ";\n".join([lock, *inserts]))
 
             run_with_retry_stats(engine, work, policy=runner.policy())
     return BaselineReport(recorded=[s.id for s in todo], already_applied=already)
@@ -613,12 +618,12 @@ def baseline_from_alembic(
     lock = runner.ledger.lock_sql(settings.advisory_lock_wait_seconds)
 
     def work(conn: sa.Connection) -> list[Step]:
-        conn.exec_driver_sql(lock, execution_options=_NO_PARAMS)
+        execute_script(conn, lock)
         versions = _alembic_versions(conn)
         steps = revisions.revisions_upto(registry.steps(), versions)
         if steps:
             sql = ";\n".join(_record_applied_sql(runner, steps))
-            conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)
+            execute_script(conn, sql)
         return steps
 
     with translate_db_errors(engine):
@@ -734,7 +739,7 @@ def _tls_check(conn: sa.Connection) -> DoctorCheck:
     host = str(getattr(info, "host", "") or "")
     if host.startswith("/") or host.startswith("@"):
         return DoctorCheck("tls", True, f"not applicable: Unix socket in {host}")
-    if getattr(info, "ssl_in_use", False):
+    if ssl_in_use(conn):  # psycopg 3 has it on pgconn, not on info
         return DoctorCheck("tls", True, "TLS in use")
     if host in _LOCAL_HOSTS:
         return DoctorCheck("tls", True, f"no TLS (local connection to {host})")
@@ -833,3 +838,48 @@ def check(
         disabled=settings.lint_disabled_rules,
         squawk=squawk,
     )
+
+
+# -- generate ----------------------------------------------------------------------
+
+
+def generate(
+    settings: MigrateSettings,
+    registry: StepRegistry,
+    engine: sa.Engine,
+    *,
+    message: str,
+    registrar: str,
+    metadata: sa.MetaData | None = None,
+    output: str | None = None,
+    dry_run: bool = False,
+    check: bool = False,
+    allow_destructive: bool = False,
+) -> GenerateReport:
+    """Write a steps module from the models (see :func:`.generate.generate`).
+
+    :param metadata: the app's models (Flask-SQLAlchemy's ``db.metadata``);
+        ``SAFE_MIGRATE_METADATA`` wins when set.
+    :raises ConfigurationError: no models to compare.
+    """
+    if settings.metadata is not None:
+        metadata = generate_package.load_metadata(settings.metadata)
+    if metadata is None:
+        raise ConfigurationError(
+            "no models to compare: pass the Flask-SQLAlchemy db to init_app(app, db) "
+            "or set it to 'pkg.module:metadata'",
+            key=PREFIX + "METADATA",
+        )
+    with translate_db_errors(engine):
+        return generate_package.generate(
+            settings,
+            registry,
+            engine,
+            metadata,
+            message=message,
+            registrar=registrar,
+            output=output,
+            dry_run=dry_run,
+            check=check,
+            allow_destructive=allow_destructive,
+        )

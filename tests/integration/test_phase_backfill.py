@@ -231,18 +231,21 @@ def test_million_row_backfill_killed_ten_times_updates_every_row_once(
 
 
 def test_lost_batch_replies_and_connection_chaos_update_each_row_once(
-    database: TestDatabase, proxy: FaultProxy, proxy_url: str, engines: list[sa.Engine]
+    database: TestDatabase,
+    proxy: FaultProxy,
+    proxy_url_on_driver: str,
+    engines: list[sa.Engine],
 ) -> None:
     """The reply of every 3rd batch is lost after it committed, and connections die
     every 0.3-0.9 s: the runner re-reads its checkpoint and nothing runs twice."""
     rows = 60_000
     make_items(database, rows)
-    # Batches of ~20 ms: however fast the machine and the path, there are enough
-    # messages (each carries several batches) for several lost replies (at the
-    # default 0.2 s, a direct connection on an idle machine did 60,000 rows in 7
-    # growing batches: 2 lost replies).
+    # Batches of ~2 ms: however fast the machine and the path, there are enough
+    # messages (each carries several batches, which grow on the server) for
+    # several lost replies (at the default 0.2 s, a direct connection on an idle
+    # machine did 60,000 rows in 7 growing batches: 2 lost replies).
     settings = settings_for(
-        proxy_url, backfill_batch_size=500, backfill_batch_seconds=0.02
+        proxy_url_on_driver, backfill_batch_size=500, backfill_batch_seconds=0.002
     )
     proxy.drop_reply(every_third("$safe_migrate_batch$"))
     proxy.chaos(0.3, 0.9)
@@ -315,7 +318,12 @@ def test_max_seconds_stops_at_a_checkpoint_and_the_next_run_resumes(
 ) -> None:
     rows = 200_000
     make_items(database, rows)
-    settings = settings_for(proxy_url, backfill_batch_size=2000)
+    # Batches of ~2 ms, so the budget ends long before the rows do (the batches
+    # of one message grow on the server; at the 0.2 s default, two messages of
+    # four batches covered all 200,000 rows within 0.3 s on an idle machine).
+    settings = settings_for(
+        proxy_url, backfill_batch_size=2000, backfill_batch_seconds=0.002
+    )
     seen: list[BackfillProgress] = []
     runner = runner_for(settings, registry(), engines)
     runner.backfill.on_progress = seen.append
@@ -442,7 +450,10 @@ def test_missing_table_fails_naming_the_step(
 
 
 def test_each_batch_costs_one_round_trip(
-    database: TestDatabase, proxy: FaultProxy, proxy_url: str, engines: list[sa.Engine]
+    database: TestDatabase,
+    proxy: FaultProxy,
+    proxy_url_on_driver: str,
+    engines: list[sa.Engine],
 ) -> None:
     """Counted at the proxy: a run reads the ledger (1), starts the step (1), then
     sends one message per BATCHES_PER_MESSAGE batches (each its own transaction),
@@ -450,7 +461,7 @@ def test_each_batch_costs_one_round_trip(
     rows = 30_000
     make_items(database, rows)
     runner = runner_for(
-        settings_for(proxy_url, backfill_batch_size=500), registry(), engines
+        settings_for(proxy_url_on_driver, backfill_batch_size=500), registry(), engines
     )
     runner.ensure_ledger()  # also pays the engine's first-connect queries
     proxy.reset_counters()
