@@ -32,6 +32,8 @@ from tests.integration.services import Postgres
 from tests.integration.services import connect_psycopg2
 from tests.integration.services import wait_until
 
+from .common import running_stack
+
 BLOCK_SECONDS = 8.0
 READERS = 4
 READ_EVERY_SECONDS = 0.05
@@ -134,20 +136,13 @@ def measure(
 
 def main() -> int:
     """Run both scenarios and write benchmarks/results/lock_stall.{json,md}."""
-    postgres = Postgres()
-    postgres.start()
-    bouncer = PgBouncer(postgres)
-    bouncer.start()
-    try:
+    with running_stack() as stack:
         rows = [
-            measure(postgres, bouncer, "fixed_2s", _fixed_timeout_migration),
-            measure(postgres, bouncer, "safe_migrate", _ours_migration),
+            measure(
+                stack.postgres, stack.bouncer, "fixed_2s", _fixed_timeout_migration
+            ),
+            measure(stack.postgres, stack.bouncer, "safe_migrate", _ours_migration),
         ]
-    finally:
-        bouncer.stop()
-        bouncer.cleanup()
-        postgres.stop()
-        postgres.cleanup()
     OUT.mkdir(exist_ok=True)
     (OUT / "lock_stall.json").write_text(json.dumps(rows, indent=2) + "\n")
     base = rows[0]["delayed_share"] or 1e-9
