@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import platform
 import random
@@ -31,6 +32,15 @@ LATENCY_SECONDS = 0.005
 
 Tool = t.Literal["safe_migrate", "naive", "alembic"]
 TOOLS: tuple[Tool, ...] = ("safe_migrate", "naive", "alembic")
+
+
+def write_results(name: str, data: object, table: str) -> None:
+    """Write ``results/<name>.json`` (``data``) and ``results/<name>.md`` (``table``),
+    and print the table."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (RESULTS_DIR / f"{name}.md").write_text(table + "\n")
+    print(table)
 
 
 def percentile(values: t.Sequence[float], fraction: float) -> float:

@@ -24,7 +24,6 @@ PgBouncer; about 30 s). Exits 1 when generate's steps break the bound.
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 import tempfile
 import threading
@@ -48,13 +47,13 @@ from tests.integration.services import connect_psycopg2
 from .common import live_traffic
 from .common import percentile
 from .common import running_stack
+from .common import write_results
 
 ROWS = 200_000
 BLOCK_SECONDS = 6.0
 LIVE_PAUSE_SECONDS = 0.02
 LOCK_TIMEOUT_SECONDS = 2.0
 BOUND_SECONDS = LOCK_TIMEOUT_SECONDS + 1.0
-OUT = Path(__file__).with_name("results")
 
 
 def models(after: bool) -> sa.MetaData:
@@ -201,8 +200,6 @@ def main() -> int:
             measure(stack.postgres, stack.bouncer, "safe_migrate", _ours),
             measure(stack.postgres, stack.bouncer, "alembic", _alembic),
         ]
-    OUT.mkdir(exist_ok=True)
-    (OUT / "generate_live.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [
         f"Bound: lock timeout + 1 s = {BOUND_SECONDS:.1f} s; a reader holds `hot` "
         f"for {BLOCK_SECONDS:.0f} s; {ROWS:,} rows.",
@@ -218,9 +215,7 @@ def main() -> int:
             f"{r['max_write_wait_ms']:.0f} | {r['apply_seconds']:.1f} | "
             f"{'yes' if r['schema_equals_create_all'] else 'no'} |"
         )
-    table = "\n".join(lines)
-    (OUT / "generate_live.md").write_text(table + "\n")
-    print(table)
+    write_results("generate_live", rows, "\n".join(lines))
     ours = rows[0]
     held = ours["over_bound"] == 0 and ours["schema_equals_create_all"]
     return 0 if held else 1

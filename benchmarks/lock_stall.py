@@ -13,13 +13,11 @@ PgBouncer; about 30 s).
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import threading
 import time
 import typing as t
-from pathlib import Path
 
 import psycopg2
 
@@ -33,12 +31,12 @@ from tests.integration.services import connect_psycopg2
 from tests.integration.services import wait_until
 
 from .common import running_stack
+from .common import write_results
 
 BLOCK_SECONDS = 8.0
 READERS = 4
 READ_EVERY_SECONDS = 0.05
 DELAYED_SECONDS = 1.0
-OUT = Path(__file__).with_name("results")
 
 
 def _fixed_timeout_migration(url: str) -> None:
@@ -143,8 +141,6 @@ def main() -> int:
             ),
             measure(stack.postgres, stack.bouncer, "safe_migrate", _ours_migration),
         ]
-    OUT.mkdir(exist_ok=True)
-    (OUT / "lock_stall.json").write_text(json.dumps(rows, indent=2) + "\n")
     base = rows[0]["delayed_share"] or 1e-9
     lines = [
         "| scenario | reads | delayed > 1 s | share | p50 ms | p99 ms | max ms | "
@@ -158,9 +154,7 @@ def main() -> int:
             f"{r['max_ms']:.0f} | {r['migration_seconds']:.1f} | "
             f"{r['delayed_share'] / base:.2f} |"
         )
-    table = "\n".join(lines)
-    (OUT / "lock_stall.md").write_text(table + "\n")
-    print(table)
+    write_results("lock_stall", rows, "\n".join(lines))
     return 0
 
 
