@@ -27,23 +27,12 @@ from .services import FaultProxy
 from .services import TestDatabase
 from .services import connect_psycopg2
 from .services import wait_until
+from .test_phase_schema import settings_for
 from .together import run_together
 
 ALL = range(1, migration100.COUNT + 1)
 #: Messages of a fresh 100-step run: ledger read, ledger creation, 2 x 50 steps.
 FRESH_MESSAGES = 4
-
-
-def settings_for(url: str, **changes: t.Any) -> MigrateSettings:
-    """Settings with quick retries for tests."""
-    base: dict[str, t.Any] = {
-        "database_uri": url,
-        "retry_backoff_seconds": 0.02,
-        "retry_backoff_max_seconds": 0.3,
-        "retry_max_attempts": 20,
-    }
-    base.update(changes)
-    return MigrateSettings(**base)
 
 
 def warm_runner(
