@@ -6,6 +6,8 @@ import ast
 import typing as t
 
 from .._code import ModuleCode
+from .._code import chain_text
+from .._code import reach
 from .._code import walk_local
 from ..findings import Severity
 from ._rule import Scope
@@ -24,22 +26,40 @@ _APP_ATTRIBUTES = {"session": "db.session", "engine": "db.engine"}
 
 
 def check(module: ModuleCode) -> t.Iterator[tuple[int, str]]:
-    """Flag ``db.session``, ``db.engine`` and ``db.get_engine()`` in migration code."""
+    """Flag ``db.session``, ``db.engine`` and ``db.get_engine()`` in migration code,
+    and calls from migration code into project functions that use them."""
+    direct = {id(fn) for fn in module.migration_functions}
     for scope in module.migration_scopes():
         for node in walk_local(scope):
-            if not (
-                isinstance(node, ast.Attribute)
-                and isinstance(node.value, ast.Name)
-                and node.value.id in module.db_names
-            ):
-                continue
-            if node.attr in _APP_ATTRIBUTES or node.attr == "get_engine":
-                where = _where(scope)
+            if _is_app_attribute(node, module):
+                assert isinstance(node, ast.Attribute)
                 yield (
                     node.lineno,
-                    f"{node.value.id}.{node.attr} used {where}: the app's "
+                    f"{ast.unparse(node)} used {_where(scope)}: the app's "
                     "connections are not retried and may be dead or mid-transaction",
                 )
+            elif isinstance(node, ast.Call):
+                found = reach(module, node, _is_app_attribute)
+                if found is None:
+                    continue
+                chain, hit = found
+                if chain[0].module is module and id(chain[0].function) in direct:
+                    continue  # reported in that function itself
+                yield (
+                    node.lineno,
+                    f"{ast.unparse(hit)} used by {chain_text(chain)}, called "
+                    f"{_where(scope)}: the app's connections are not retried and "
+                    "may be dead or mid-transaction",
+                )
+
+
+def _is_app_attribute(node: ast.AST, module: ModuleCode) -> bool:
+    return (
+        isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in module.db_names
+        and (node.attr in _APP_ATTRIBUTES or node.attr == "get_engine")
+    )
 
 
 def _where(scope: ast.AST) -> str:

@@ -13,28 +13,63 @@ from ._rule import Scope
 RULE = "bare-except-in-step"
 SEVERITY = Severity.ERROR
 SCOPE = Scope.CODE
-SUMMARY = "a bare except (or except Exception) that swallows errors in a step"
+SUMMARY = (
+    "a bare except, except Exception or except of a database error that swallows "
+    "the error (or only logs it and continues) in a step"
+)
 HINT = (
     "let the error propagate (or re-raise it): the runner rolls the step back, "
     "retries what is retryable and records nothing for a failed step"
 )
 
 _BROAD = {"Exception", "BaseException"}
+#: Database errors (SQLAlchemy's and the DB-API's): catching one in a step and
+#: carrying on leaves the transaction aborted or the change half done.
+_DATABASE_ERRORS = {
+    "DBAPIError",
+    "DataError",
+    "DatabaseError",
+    "Error",
+    "IntegrityError",
+    "InterfaceError",
+    "InternalError",
+    "NotSupportedError",
+    "OperationalError",
+    "ProgrammingError",
+    "SQLAlchemyError",
+}
+_LOGGING = {
+    "critical",
+    "debug",
+    "error",
+    "exception",
+    "info",
+    "log",
+    "print",
+    "warn",
+    "warning",
+}
 
 
 def check(module: ModuleCode) -> t.Iterator[tuple[int, str]]:
     """Flag broad handlers without ``raise``, and ``suppress(Exception)``."""
     for fn in module.step_functions:
         for node in ast.walk(fn):
-            if isinstance(node, ast.ExceptHandler) and _is_broad(node.type):
-                if not any(isinstance(n, ast.Raise) for n in ast.walk(node)):
-                    what = "except:" if node.type is None else "except Exception:"
-                    yield (
-                        node.lineno,
-                        f"{what} without raise in step function {fn.name}(): a "
-                        "failed statement is hidden, the transaction is left "
-                        "aborted, or the step is recorded as applied half done",
-                    )
+            if isinstance(node, ast.ExceptHandler) and _swallows(node):
+                what = "except:" if node.type is None else "except Exception:"
+                if node.type is not None and not _is_broad(node.type):
+                    what = f"except {ast.unparse(node.type)}:"
+                logs = any(
+                    isinstance(n, ast.Call) and call_name(n) in _LOGGING
+                    for n in ast.walk(node)
+                )
+                how = "that logs and continues" if logs else "without raise"
+                yield (
+                    node.lineno,
+                    f"{what} {how} in step function {fn.name}(): a failed "
+                    "statement is hidden, the transaction is left aborted, or the "
+                    "step is recorded as applied half done",
+                )
             elif (
                 isinstance(node, ast.Call)
                 and call_name(node) == "suppress"
@@ -45,6 +80,19 @@ def check(module: ModuleCode) -> t.Iterator[tuple[int, str]]:
                     f"suppress(Exception) in step function {fn.name}() hides a "
                     "failed statement",
                 )
+
+
+def _swallows(handler: ast.ExceptHandler) -> bool:
+    """A broad or database-error handler that does not raise."""
+    if not (_is_broad(handler.type) or _is_database_error(handler.type)):
+        return False
+    return not any(isinstance(n, ast.Raise) for n in ast.walk(handler))
+
+
+def _is_database_error(node: ast.AST | None) -> bool:
+    if isinstance(node, ast.Tuple):
+        return any(_is_database_error(elt) for elt in node.elts)
+    return node is not None and call_name(node) in _DATABASE_ERRORS
 
 
 def _is_broad(node: ast.AST | None) -> bool:
