@@ -40,6 +40,7 @@ from tests.integration.services import FaultProxy
 from tests.integration.services import PgBouncer
 from tests.integration.services import Postgres
 from tests.integration.services import connect_psycopg2
+from tests.integration.services import wait_until
 
 OUT = Path(__file__).with_name("results")
 WRITE_EVERY_SECONDS = 0.01
@@ -147,7 +148,7 @@ def measure(
 
     thread = threading.Thread(target=writer)
     thread.start()
-    time.sleep(0.2)
+    wait_until(lambda: len(waits) >= 5, 60, 0.01, message="live writer running")
     started = time.monotonic()
     extra = METHODS[method](proxy.url(db), rows)
     seconds = time.monotonic() - started

@@ -21,6 +21,7 @@ import typing as t
 from pathlib import Path
 
 from tests.integration.services import connect_psycopg2
+from tests.integration.services import wait_until
 
 from . import baselines
 from .common import Stack
@@ -81,7 +82,12 @@ def _scenario(
             ]
             for thread in live:
                 thread.start()
-            time.sleep(1.0)
+            wait_until(
+                lambda: len(reads) >= 20 and len(writes) >= 10,
+                60,
+                0.01,
+                message="live traffic running",
+            )
             blocker = connect_psycopg2(stack.direct_url(name))
             blocker.autocommit = False
             blocker.cursor().execute("SELECT count(*) FROM hot")
@@ -95,7 +101,8 @@ def _scenario(
                 release.join()
                 blocker.close()
             window_end = time.perf_counter()
-            time.sleep(0.5)
+            done = len(reads) + len(writes)
+            wait_until(lambda: len(reads) + len(writes) >= done + 10, 60, 0.01)
             stop.set()
             for thread in live:
                 thread.join()

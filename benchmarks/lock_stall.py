@@ -30,6 +30,7 @@ from flask_safe_migrate.core.steps import StepRegistry
 from tests.integration.services import PgBouncer
 from tests.integration.services import Postgres
 from tests.integration.services import connect_psycopg2
+from tests.integration.services import wait_until
 
 BLOCK_SECONDS = 8.0
 READERS = 4
@@ -109,7 +110,9 @@ def measure(
     started = time.monotonic()
     migrate(pooled)
     migration_seconds = time.monotonic() - started
-    time.sleep(0.5)
+    with lock:
+        done = len(latencies)
+    wait_until(lambda: len(latencies) >= done + READERS, 60, 0.01)
     stop.set()
     for r in readers:
         r.join()

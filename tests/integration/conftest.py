@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import pwd
+import subprocess
 import typing as t
 import uuid
 from pathlib import Path
@@ -19,6 +20,7 @@ from .services import TestDatabase
 from .services import find_openssl
 from .services import find_pg_bindir
 from .services import find_pgbouncer
+from .services import reap
 
 _HERE = Path(__file__).parent
 _LOG_LINES = 40
@@ -218,3 +220,21 @@ def engines() -> t.Iterator[list[sa.Engine]]:
     yield made
     for engine in made:
         engine.dispose()
+
+
+@pytest.fixture
+def spawn() -> t.Iterator[t.Callable[..., subprocess.Popen[str]]]:
+    """Give ``subprocess.Popen`` in text mode whose children are killed and reaped
+    after the test, passed or failed (see :func:`.services.reap` for why)."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(args: list[str], **kwargs: t.Any) -> subprocess.Popen[str]:
+        process = subprocess.Popen(args, text=True, **kwargs)
+        started.append(process)
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            reap(process)

@@ -209,11 +209,17 @@ def sleeping_backends(database: TestDatabase) -> int:
 
 def terminate_when_sleeping(database: TestDatabase) -> None:
     """Wait for a ``pg_sleep`` in ``database``, then ``pg_terminate_backend`` it."""
-    wait_until(lambda: sleeping_backends(database) > 0, 5, 0.02)
+    wait_until(lambda: sleeping_backends(database) > 0, 30, 0.02)
     database.query(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
         " WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep%%'"
     )
+
+
+def kill_when_sleeping(database: TestDatabase, proxy: FaultProxy, mode: str) -> None:
+    """Wait for a ``pg_sleep`` in ``database``, then kill every proxy connection."""
+    wait_until(lambda: sleeping_backends(database) > 0, 30, 0.02)
+    proxy.kill_all(mode)  # type: ignore[arg-type]
 
 
 def terminate(database: TestDatabase, pid: int) -> None:
@@ -296,7 +302,7 @@ class TestProxyKills:
         """Rows 5 and 6: a kill mid-query errors at once; the query runs on."""
         client = open_client(driver, proxy_url)
         client.idle()
-        run_later(0.5, lambda: proxy.kill_all(mode))  # type: ignore[arg-type]
+        run_later(0, lambda: kill_when_sleeping(database, proxy, mode))
         started = time.monotonic()
         exc = client.fail("SELECT pg_sleep(3)")
         assert time.monotonic() - started < ERROR_WITHIN_SECONDS

@@ -30,6 +30,7 @@ from flask_safe_migrate.core.steps import StepRegistry
 from .services import FaultProxy
 from .services import TestDatabase
 from .services import connect_psycopg2
+from .services import wait_until
 from .test_phase_schema import runner_for
 from .test_phase_schema import settings_for
 
@@ -101,6 +102,47 @@ def every_third(marker: str) -> t.Callable[[str], bool]:
     return matches
 
 
+def batches_done(db: TestDatabase) -> int:
+    """The batches the ledger has recorded for the step; 0 before the ledger exists."""
+    if db.scalar("SELECT to_regclass('safe_migrate_ledger') IS NOT NULL") is not True:
+        return 0
+    batches = db.scalar(
+        "SELECT (progress->>'batches')::int FROM safe_migrate_ledger"
+        " WHERE step_id = %s",
+        (STEP,),
+    )
+    return int(batches or 0)
+
+
+def wait_for_batches(
+    db: TestDatabase, child: subprocess.Popen[str], at_least: int
+) -> int:
+    """Wait until the ledger records ``at_least`` batches; return the count then.
+
+    :raises AssertionError: if ``child`` exits first (with its stderr).
+    """
+    seen = [0]
+
+    def reached() -> bool:
+        if child.poll() is not None:
+            _, err = child.communicate()
+            raise AssertionError(f"child exited {child.returncode}: {err[-3000:]}")
+        seen[0] = batches_done(db)
+        return seen[0] >= at_least
+
+    wait_until(reached, 120, 0.01, message=f"{at_least} backfill batches")
+    return seen[0]
+
+
+def wait_for_no_active_queries(db: TestDatabase) -> None:
+    """Wait until no other session of ``db`` is running a query or transaction."""
+    busy_sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid() AND state <> 'idle'"
+    )
+    wait_until(lambda: db.scalar(busy_sql) == 0, 60, 0.02, message="queries ended")
+
+
 _CHILD = textwrap.dedent(
     """
     import logging, sys
@@ -124,7 +166,10 @@ _CHILD = textwrap.dedent(
 
 
 def test_million_row_backfill_killed_ten_times_updates_every_row_once(
-    database: TestDatabase, proxy: FaultProxy, proxy_url: str
+    database: TestDatabase,
+    proxy: FaultProxy,
+    proxy_url: str,
+    spawn: t.Callable[..., subprocess.Popen[str]],
 ) -> None:
     """5 process kills (SIGKILL) and 5 connection kills at random moments, then a
     run to the end: every row has its value and was updated exactly once."""
@@ -134,14 +179,16 @@ def test_million_row_backfill_killed_ten_times_updates_every_row_once(
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process_kills = connection_kills = 0
     for round_ in range(10):
-        child = subprocess.Popen(
+        before = batches_done(database)
+        child = spawn(
             [sys.executable, "-c", _CHILD, proxy_url],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            text=True,
         )
-        time.sleep(rng.uniform(0.4, 0.9))
+        # Kill once this child has committed a random number of batches of its own:
+        # a cold Python can take seconds to get there on a loaded machine.
+        before = wait_for_batches(database, child, before + rng.randint(1, 2))
         if round_ % 2 == 0:
             child.send_signal(signal.SIGKILL)
             process_kills += 1
@@ -149,9 +196,10 @@ def test_million_row_backfill_killed_ten_times_updates_every_row_once(
         else:
             assert proxy.kill_all() >= 1
             connection_kills += 1
-            time.sleep(rng.uniform(0.1, 0.3))
+            wait_for_batches(database, child, before + 1)  # it reconnected
             child.send_signal(signal.SIGKILL)
             child.communicate(timeout=30)
+        wait_for_no_active_queries(database)  # a killed client's batch runs on
         if (
             database.scalar(
                 "SELECT state FROM safe_migrate_ledger WHERE step_id = %s", (STEP,)

@@ -31,6 +31,7 @@ from . import migration30
 from .services import FaultProxy
 from .services import TestDatabase
 from .services import connect_psycopg2
+from .services import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 _LEDGER_STEP = re.compile(r"INSERT INTO \"safe_migrate_ledger\" .*? VALUES \('([^']+)'")
@@ -107,17 +108,18 @@ def test_random_kills_during_a_migration_apply_each_step_once(
 
 _WORKER = textwrap.dedent(
     """
-    import json, sys, time
+    import json, sys
     from flask_safe_migrate.core.engine import build_migration_engine
     from flask_safe_migrate.core.runner import Runner
     from flask_safe_migrate.core.settings import MigrateSettings
     from tests.integration import migration30
 
-    url, start_at = sys.argv[1], float(sys.argv[2])
+    url = sys.argv[1]
     settings = MigrateSettings(database_uri=url, retry_backoff_seconds=0.05)
     engine = build_migration_engine(settings)
     registry = migration30.build_registry()
-    time.sleep(max(0.0, start_at - time.time()))
+    print("ready", flush=True)
+    sys.stdin.readline()  # the parent says go once all eight are ready
     report = Runner(settings, registry, engine).run()
     engine.dispose()
     print(json.dumps([[o.step_id, o.status] for o in report.outcomes]))
@@ -125,21 +127,31 @@ _WORKER = textwrap.dedent(
 )
 
 
-def test_eight_processes_at_once_apply_each_step_once(database: TestDatabase) -> None:
+def test_eight_processes_at_once_apply_each_step_once(
+    database: TestDatabase, spawn: t.Callable[..., subprocess.Popen[str]]
+) -> None:
     """8 processes running the same migration together through PgBouncer all succeed."""
-    start_at = time.time() + 2.0
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WORKER, database.bouncer_url, str(start_at)],
+        spawn(
+            [sys.executable, "-c", _WORKER, database.bouncer_url],
             cwd=ROOT,
             env=env,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
         )
         for _ in range(8)
     ]
+    # A barrier: each worker imports and builds its engine, says so, and waits.
+    for proc in procs:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line == "ready\n", proc.communicate(timeout=30)[1][-3000:]
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     results = [p.communicate(timeout=120) for p in procs]
     for proc, (_, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err
@@ -147,6 +159,16 @@ def test_eight_processes_at_once_apply_each_step_once(database: TestDatabase) ->
     applied = [sid for o in outcomes for sid, status in o if status == "applied"]
     assert sorted(applied) == sorted(s.id for s in migration30.build_registry().steps())
     migration30.check_database(database.query)
+
+
+def step_waits_for_lock(db: TestDatabase) -> bool:
+    """Whether an ``ALTER TABLE hot`` in ``db`` is waiting for a lock right now."""
+    return bool(
+        db.scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE '%%ALTER TABLE hot%%'"
+        )
+    )
 
 
 def test_lock_wait_does_not_stall_readers_and_succeeds_after_blocker(
@@ -195,7 +217,15 @@ def test_lock_wait_does_not_stall_readers_and_succeeds_after_blocker(
         registry,
         engines,
     )
-    threading.Timer(3.0, blocker.commit).start()
+
+    def release_later() -> None:
+        # Hold the lock for 3 s from when the step first waits for it, however long
+        # a loaded machine took to get there.
+        wait_until(lambda: step_waits_for_lock(database), 60, 0.02)
+        time.sleep(3.0)
+        blocker.commit()
+
+    threading.Thread(target=release_later, daemon=True).start()
     report = runner.run()
     stop.set()
     for r in readers:

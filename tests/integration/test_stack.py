@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import hashlib
+import os
 import random
 import signal
+import subprocess
 import time
 import typing as t
+import warnings
 
 import psycopg2
 import psycopg2.extensions
@@ -21,6 +25,7 @@ from .services import Postgres
 from .services import TestDatabase
 from .services import connect_psycopg2
 from .services import free_port
+from .services import reap
 from .services import wait_until
 
 
@@ -499,3 +504,44 @@ def test_wait_until_times_out() -> None:
     """wait_until raises TimeoutError when the condition never holds."""
     with pytest.raises(TimeoutError):
         wait_until(lambda: False, 0.1, 0.01)
+
+
+def _warnings_collecting(
+    make: t.Callable[[], subprocess.Popen[bytes]],
+) -> tuple[int, list[str]]:
+    """Make a child, drop it inside a reference cycle (as a failed test's traceback
+    frames hold it) and collect: return its pid and the warnings that gave."""
+    holder: list[t.Any] = [make()]
+    pid: int = holder[0].pid
+    holder.append(holder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del holder
+        gc.collect()
+    return pid, [str(w.message) for w in caught]
+
+
+def _sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["sleep", "30"], stdout=subprocess.PIPE)
+
+
+def test_a_child_left_running_warns_when_a_later_gc_collects_it() -> None:
+    """Why a failed test must reap its children: the warning lands on a later test."""
+    pid, messages = _warnings_collecting(_sleeper)
+    os.kill(pid, signal.SIGKILL)
+    assert any("still running" in m for m in messages), messages
+
+
+def test_reap_kills_waits_and_closes_pipes() -> None:
+    """A reaped child leaves nothing for the garbage collector to warn about."""
+
+    def reaped() -> subprocess.Popen[bytes]:
+        child = _sleeper()
+        reap(child)
+        assert child.returncode == -signal.SIGKILL
+        assert child.stdout is not None
+        assert child.stdout.closed
+        return child
+
+    _, messages = _warnings_collecting(reaped)
+    assert messages == []

@@ -1,4 +1,4 @@
-"""Process wrappers for PostgreSQL and PgBouncer, and a fault-injecting TLS proxy."""
+"""A fault-injecting TCP proxy that speaks enough PostgreSQL to kill around COMMITs."""
 
 from __future__ import annotations
 
@@ -6,659 +6,31 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
-import os
 import random
 import re
-import shutil
-import signal
 import socket
 import ssl
 import struct
-import subprocess
-import tempfile
 import threading
-import time
 import typing as t
 from pathlib import Path
 
-import psycopg2
-import psycopg2.extensions
-import psycopg2.sql
-import sqlalchemy as sa
+from .common import LOCALHOST
+from .common import PG_PASSWORD
+from .common import ServiceError
+from .common import make_url
+from .wire import CANCEL_REQUEST_CODE
+from .wire import GSSENC_REQUEST_CODE
+from .wire import SSL_REQUEST
+from .wire import SSL_REQUEST_CODE
+from .wire import FrameParser
+from .wire import packet_code
+from .wire import read_initial_packet
 
-__all__ = [
-    "PG_PASSWORD",
-    "PG_USER",
-    "FaultProxy",
-    "PgBouncer",
-    "Postgres",
-    "ServiceError",
-    "TestDatabase",
-    "connect_psycopg2",
-    "find_openssl",
-    "find_pg_bindir",
-    "find_pgbouncer",
-    "free_port",
-    "wait_until",
-]
-
-PG_USER = "postgres"
-#: Distinctive, so a test can grep logs and error output for a leaked password.
-PG_PASSWORD = "Tst-pw-5f2c9e"
-#: The account the servers run as when the tests run as root.
-SERVER_ACCOUNT = "postgres"
-
-_LOCALHOST = "127.0.0.1"
-_SSL_REQUEST_CODE = 80877103
-_GSSENC_REQUEST_CODE = 80877104
-_CANCEL_REQUEST_CODE = 80877102
-_SSL_REQUEST = struct.pack("!ii", 8, _SSL_REQUEST_CODE)
 _COMMIT_RE = re.compile(r"\b(COMMIT|END)\b", re.IGNORECASE)
-
-Row = tuple[t.Any, ...]
-
-
-class ServiceError(RuntimeError):
-    """A test service could not be started or driven."""
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_LOCALHOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until(
-    predicate: t.Callable[[], object],
-    timeout_seconds: float,
-    interval: float = 0.05,
-    *,
-    message: str = "condition",
-) -> None:
-    """Call ``predicate`` until it returns a truthy value.
-
-    :raises TimeoutError: if it is still falsy after ``timeout_seconds``.
-    """
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        if predicate():
-            return
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{message} not met within {timeout_seconds} s")
-        time.sleep(interval)
-
-
-def find_pg_bindir() -> Path | None:
-    """Return the PostgreSQL server binaries directory, or None when not installed.
-
-    ``SAFE_MIGRATE_PG_BINDIR`` wins; otherwise the newest ``/usr/lib/postgresql/N/bin``,
-    then whatever ``initdb`` is on ``PATH``.
-    """
-    candidates: list[Path] = []
-    if env := os.environ.get("SAFE_MIGRATE_PG_BINDIR"):
-        candidates.append(Path(env))
-    versions = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-        reverse=True,
-    )
-    candidates.extend(versions)
-    if initdb := shutil.which("initdb"):
-        candidates.append(Path(initdb).resolve().parent)
-    for directory in candidates:
-        if all(
-            (directory / name).is_file() for name in ("initdb", "pg_ctl", "postgres")
-        ):
-            return directory
-    return None
-
-
-def find_pgbouncer() -> str | None:
-    """Return the pgbouncer executable, or None when not installed."""
-    return shutil.which("pgbouncer") or shutil.which(
-        "pgbouncer", path="/usr/sbin:/usr/local/sbin:/usr/local/bin"
-    )
-
-
-def find_openssl() -> str | None:
-    """Return the openssl executable, or None when not installed."""
-    return shutil.which("openssl")
-
-
-def _running_as_root() -> bool:
-    return os.geteuid() == 0
-
-
-def _server_user_kwargs() -> dict[str, t.Any]:
-    """Popen arguments that drop root to the server account between fork and exec."""
-    if not _running_as_root():
-        return {}
-    return {"user": SERVER_ACCOUNT, "group": SERVER_ACCOUNT, "extra_groups": []}
-
-
-def _own_for_server(path: Path) -> None:
-    """Hand ``path`` (recursively) to the server account when running as root."""
-    if not _running_as_root():
-        return
-    shutil.chown(path, SERVER_ACCOUNT, SERVER_ACCOUNT)
-    for root, dirs, files in os.walk(path):
-        shutil.chown(root, SERVER_ACCOUNT, SERVER_ACCOUNT)
-        for name in dirs + files:
-            shutil.chown(os.path.join(root, name), SERVER_ACCOUNT, SERVER_ACCOUNT)
-
-
-def _make_private_dir(prefix: str) -> Path:
-    directory = Path(tempfile.mkdtemp(prefix=prefix))
-    directory.chmod(0o700)
-    _own_for_server(directory)
-    return directory
-
-
-def _server_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env["LC_ALL"] = "C"
-    env["LANG"] = "C"
-    return env
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"<cannot read {path}: {exc}>"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _run(cmd: list[str], *, cwd: Path, as_server: bool = True) -> None:
-    result = subprocess.run(
-        cmd,
-        cwd=cwd,
-        env=_server_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        **(_server_user_kwargs() if as_server else {}),
-    )
-    if result.returncode != 0:
-        raise ServiceError(
-            f"{cmd[0]} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-        )
-
-
-def connect_psycopg2(
-    url: str | sa.URL, **overrides: t.Any
-) -> psycopg2.extensions.connection:
-    """Open a raw psycopg2 connection from a SQLAlchemy URL (query args are kwargs)."""
-    parsed = sa.make_url(url)
-    kwargs: dict[str, t.Any] = {
-        "host": parsed.host,
-        "port": parsed.port,
-        "user": parsed.username,
-        "password": parsed.password,
-        "dbname": parsed.database,
-    }
-    kwargs.update(parsed.query)
-    kwargs.update(overrides)
-    conn: psycopg2.extensions.connection = psycopg2.connect(
-        **{k: v for k, v in kwargs.items() if v is not None}
-    )
-    return conn
-
-
-def _make_url(
-    port: int, dbname: str, *, driver: str, password: str, query: dict[str, str]
-) -> str:
-    url = sa.URL.create(
-        driver,
-        username=PG_USER,
-        password=password,
-        host=_LOCALHOST,
-        port=port,
-        database=dbname,
-        query=query,
-    )
-    return url.render_as_string(hide_password=False)
-
-
-# --------------------------------------------------------------------------- PostgreSQL
-
-
-class Postgres:
-    """A private, throwaway PostgreSQL cluster on a free 127.0.0.1 port."""
-
-    def __init__(self, *, bindir: Path | None = None) -> None:
-        found = bindir or find_pg_bindir()
-        if found is None:
-            raise ServiceError("PostgreSQL server binaries not found")
-        self.bindir = found
-        self.base_dir = _make_private_dir("safe-migrate-pg-")
-        self.datadir = self.base_dir / "data"
-        self.log_file = self.datadir / "postgresql.log"
-        self.port = free_port()
-        self._initialized = False
-        self._running = False
-
-    def __repr__(self) -> str:
-        return f"<Postgres port={self.port} datadir={self.datadir}>"
-
-    def _initdb(self) -> None:
-        pwfile = self.base_dir / "pwfile"
-        pwfile.write_text(PG_PASSWORD + "\n")
-        pwfile.chmod(0o600)
-        _own_for_server(pwfile)
-        _run(
-            [
-                str(self.bindir / "initdb"),
-                "--no-sync",
-                "-D",
-                str(self.datadir),
-                "-U",
-                PG_USER,
-                "--auth=scram-sha-256",
-                f"--pwfile={pwfile}",
-                "--encoding=UTF8",
-                "--locale=C",
-            ],
-            cwd=self.base_dir,
-        )
-        pwfile.unlink()
-        settings = {
-            "listen_addresses": f"'{_LOCALHOST}'",
-            "port": str(self.port),
-            "unix_socket_directories": f"'{self.datadir}'",
-            "fsync": "off",
-            "synchronous_commit": "off",
-            "full_page_writes": "off",
-            "max_connections": "300",
-            "password_encryption": "'scram-sha-256'",
-            "log_min_messages": "warning",
-            "logging_collector": "off",
-        }
-        with (self.datadir / "postgresql.conf").open("a") as conf:
-            conf.write("\n# flask-safe-migrate test settings\n")
-            for key, value in settings.items():
-                conf.write(f"{key} = {value}\n")
-        (self.datadir / "pg_hba.conf").write_text(
-            "local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\n"
-        )
-        _own_for_server(self.datadir)
-        self._initialized = True
-
-    def start(self) -> None:
-        """Initialise the cluster on first use and start it (``pg_ctl -w``)."""
-        if not self._initialized:
-            self._initdb()
-        _run(
-            [
-                str(self.bindir / "pg_ctl"),
-                "-D",
-                str(self.datadir),
-                "-l",
-                str(self.log_file),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-            cwd=self.base_dir,
-        )
-        self._running = True
-
-    def stop(self, mode: t.Literal["immediate", "fast", "smart"] = "immediate") -> None:
-        """Stop the server; safe to call twice."""
-        if not self._running:
-            return
-        self._running = False
-        _run(
-            [
-                str(self.bindir / "pg_ctl"),
-                "-D",
-                str(self.datadir),
-                "-m",
-                mode,
-                "-w",
-                "stop",
-            ],
-            cwd=self.base_dir,
-        )
-
-    def cleanup(self) -> None:
-        """Stop the server and delete its files."""
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def __enter__(self) -> t.Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.cleanup()
-
-    def url(self, dbname: str, *, driver: str = "postgresql+psycopg2") -> str:
-        """Return a direct (no TLS, no pooler) SQLAlchemy URL to ``dbname``."""
-        return _make_url(
-            self.port, dbname, driver=driver, password=PG_PASSWORD, query={}
-        )
-
-    def connect(self, dbname: str = "postgres") -> psycopg2.extensions.connection:
-        """Open a direct autocommit psycopg2 connection as the superuser."""
-        conn = psycopg2.connect(
-            host=_LOCALHOST,
-            port=self.port,
-            user=PG_USER,
-            password=PG_PASSWORD,
-            dbname=dbname,
-            connect_timeout=10,
-        )
-        conn.autocommit = True
-        return conn
-
-    def execute(
-        self,
-        sql: str | psycopg2.sql.Composable,
-        params: t.Any = None,
-        *,
-        dbname: str = "postgres",
-    ) -> list[Row]:
-        """Run one statement on a fresh direct connection and return its rows."""
-        conn = self.connect(dbname)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, params)
-                return list(cur.fetchall()) if cur.description is not None else []
-        finally:
-            conn.close()
-
-    def create_database(self, name: str) -> None:
-        """``CREATE DATABASE name TEMPLATE template0``."""
-        self.execute(
-            psycopg2.sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
-                psycopg2.sql.Identifier(name)
-            )
-        )
-
-    def drop_database(self, name: str) -> None:
-        """``DROP DATABASE IF EXISTS name WITH (FORCE)``, ending its sessions too."""
-        self.execute(
-            psycopg2.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                psycopg2.sql.Identifier(name)
-            )
-        )
-
-    def log_tail(self, lines: int = 50) -> str:
-        """Return the last ``lines`` lines of the server log."""
-        return _tail(self.log_file, lines)
-
-
-# --------------------------------------------------------------------------- PgBouncer
-
-
-class PgBouncer:
-    """A PgBouncer in front of Postgres: transaction pooling, client TLS, SCRAM.
-
-    :param settings: extra or overriding ``[pgbouncer]`` settings.
-    :param databases: extra ``[databases]`` entries (``*`` is always there).
-    """
-
-    def __init__(
-        self,
-        postgres: Postgres,
-        *,
-        binary: str | None = None,
-        settings: t.Mapping[str, object] | None = None,
-        databases: t.Mapping[str, str] | None = None,
-    ) -> None:
-        found = binary or find_pgbouncer()
-        if found is None:
-            raise ServiceError("pgbouncer not found")
-        self.binary = found
-        self.postgres = postgres
-        self.dir = _make_private_dir("safe-migrate-bouncer-")
-        self.ini_file = self.dir / "pgbouncer.ini"
-        self.auth_file = self.dir / "userlist.txt"
-        self.log_file = self.dir / "pgbouncer.log"
-        self.cert_file = self.dir / "server.crt"
-        self.key_file = self.dir / "server.key"
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self._settings = dict(settings or {})
-        self._databases = dict(databases or {})
-        self._configured = False
-
-    def __repr__(self) -> str:
-        return f"<PgBouncer port={self.port} dir={self.dir}>"
-
-    def _configure(self) -> None:
-        openssl = find_openssl()
-        if openssl is None:
-            raise ServiceError("openssl not found")
-        _run(
-            [
-                openssl,
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-subj",
-                "/CN=localhost",
-                "-days",
-                "2",
-                "-keyout",
-                str(self.key_file),
-                "-out",
-                str(self.cert_file),
-            ],
-            cwd=self.dir,
-            as_server=False,
-        )
-        self.key_file.chmod(0o600)
-        self.auth_file.write_text(f'"{PG_USER}" "{PG_PASSWORD}"\n')
-        self.auth_file.chmod(0o600)
-        settings: dict[str, object] = {
-            "listen_addr": _LOCALHOST,
-            "listen_port": self.port,
-            "unix_socket_dir": str(self.dir),
-            "pool_mode": "transaction",
-            "auth_type": "scram-sha-256",
-            "auth_file": str(self.auth_file),
-            "admin_users": PG_USER,
-            "client_tls_sslmode": "require",
-            "client_tls_cert_file": str(self.cert_file),
-            "client_tls_key_file": str(self.key_file),
-            "server_tls_sslmode": "disable",
-            "ignore_startup_parameters": "extra_float_digits",
-            "server_idle_timeout": 5,
-            "max_client_conn": 1000,
-            "default_pool_size": 40,
-            "logfile": str(self.log_file),
-        }
-        settings.update(self._settings)
-        lines = ["[databases]"]
-        for name, spec in self._databases.items():
-            lines.append(f"{name} = {spec}")
-        lines.append(f"* = host={_LOCALHOST} port={self.postgres.port}")
-        lines.append("")
-        lines.append("[pgbouncer]")
-        lines.extend(f"{key} = {value}" for key, value in settings.items())
-        self.ini_file.write_text("\n".join(lines) + "\n")
-        _own_for_server(self.dir)
-        self._configured = True
-
-    def start(self, timeout_seconds: float = 15.0) -> None:
-        """Start PgBouncer in the foreground and wait until its port accepts."""
-        if self.process is not None and self.process.poll() is None:
-            raise ServiceError("PgBouncer is already running")
-        if not self._configured:
-            self._configure()
-        self.process = subprocess.Popen(
-            [self.binary, str(self.ini_file)],
-            cwd=self.dir,
-            env=_server_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            **_server_user_kwargs(),
-        )
-        process = self.process
-
-        def accepting() -> bool:
-            if process.poll() is not None:
-                raise ServiceError(
-                    f"pgbouncer exited with {process.returncode}:\n{self.log_tail(20)}"
-                )
-            try:
-                with socket.create_connection((_LOCALHOST, self.port), timeout=0.5):
-                    return True
-            except OSError:
-                return False
-
-        try:
-            wait_until(accepting, timeout_seconds, 0.02, message="pgbouncer listening")
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_seconds: float = 10.0) -> None:
-        """Send ``sig`` (SIGTERM: immediate shutdown) and wait for the exit."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(sig)
-            try:
-                process.wait(timeout_seconds)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-    def restart(self, sig: int = signal.SIGTERM) -> None:
-        """Stop with ``sig`` (SIGINT: safe shutdown) and start again, same port."""
-        self.stop(sig)
-        self.start()
-
-    def cleanup(self) -> None:
-        """Stop PgBouncer and delete its files."""
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> t.Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.cleanup()
-
-    @property
-    def running(self) -> bool:
-        """Whether the PgBouncer process is alive."""
-        return self.process is not None and self.process.poll() is None
-
-    def url(
-        self,
-        dbname: str,
-        *,
-        driver: str = "postgresql+psycopg2",
-        sslmode: str = "require",
-        password: str = PG_PASSWORD,
-    ) -> str:
-        """Return a SQLAlchemy URL to ``dbname`` through PgBouncer (TLS)."""
-        return _make_url(
-            self.port,
-            dbname,
-            driver=driver,
-            password=password,
-            query={"sslmode": sslmode},
-        )
-
-    def admin(self, command: str) -> list[Row]:
-        """Run an admin-console command (``SHOW POOLS``, ``KILL db``); return rows."""
-        conn = psycopg2.connect(
-            host=_LOCALHOST,
-            port=self.port,
-            user=PG_USER,
-            password=PG_PASSWORD,
-            dbname="pgbouncer",
-            sslmode="require",
-            connect_timeout=10,
-        )
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute(command)
-                return list(cur.fetchall()) if cur.description is not None else []
-        finally:
-            conn.close()
-
-    def log_tail(self, lines: int = 50) -> str:
-        """Return the last ``lines`` lines of the PgBouncer log."""
-        return _tail(self.log_file, lines)
-
-
-# ------------------------------------------------------------------ test database
-
-
-@dataclasses.dataclass
-class TestDatabase:
-    """One per-test database, reachable directly and through PgBouncer."""
-
-    __test__: t.ClassVar[bool] = False  # not a pytest test class
-
-    name: str
-    direct_url: str
-    bouncer_url: str
-    postgres: Postgres
-
-    def query(
-        self, sql: str | psycopg2.sql.Composable, params: t.Any = None
-    ) -> list[Row]:
-        """Run ``sql`` on a fresh direct autocommit connection and return its rows."""
-        return self.postgres.execute(sql, params, dbname=self.name)
-
-    def scalar(self, sql: str, params: t.Any = None) -> t.Any:
-        """Return the first column of the first row of ``sql``, or None."""
-        rows = self.query(sql, params)
-        return rows[0][0] if rows else None
-
-
-# -------------------------------------------------------------------- fault proxy
 
 KillMode = t.Literal["fin", "rst"]
 _FORWARD, _DROP_REPLY, _KILL = "forward", "drop_reply", "kill"
-
-
-class _FrameParser:
-    """Split a byte stream into protocol frames (type byte + int32 length)."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
-        self._buf += data
-        frames: list[tuple[bytes, bytes]] = []
-        pos = 0
-        buf = self._buf
-        while len(buf) - pos >= 5:
-            (length,) = struct.unpack_from("!i", buf, pos + 1)
-            end = pos + 1 + length
-            if length < 4 or len(buf) < end:
-                break
-            frames.append((bytes(buf[pos : pos + 1]), bytes(buf[pos + 5 : end])))
-            pos = end
-        del buf[:pos]
-        return frames
 
 
 @dataclasses.dataclass(eq=False)
@@ -712,7 +84,7 @@ class FaultProxy:
         terminate_tls: bool = True,
         seed: int = 0,
         max_lifetime_seconds: float = 900.0,
-        host: str = _LOCALHOST,
+        host: str = LOCALHOST,
     ) -> None:
         if terminate_tls and (cert_file is None or key_file is None):
             raise ValueError("terminate_tls needs cert_file and key_file")
@@ -859,7 +231,7 @@ class FaultProxy:
 
     def url(self, dbname: str, *, driver: str = "postgresql+psycopg2") -> str:
         """Return a SQLAlchemy URL to ``dbname`` through the proxy (TLS required)."""
-        return _make_url(
+        return make_url(
             self.port,
             dbname,
             driver=driver,
@@ -1177,23 +549,23 @@ class FaultProxy:
 
     async def _serve(self, conn: _Connection) -> None:
         reader, writer = conn.client_reader, conn.client_writer
-        packet = await _read_initial_packet(reader)
-        while _packet_code(packet) == _GSSENC_REQUEST_CODE:
+        packet = await read_initial_packet(reader)
+        while packet_code(packet) == GSSENC_REQUEST_CODE:
             writer.write(b"N")
             await writer.drain()
-            packet = await _read_initial_packet(reader)
-        code = _packet_code(packet)
-        if not self.terminate_tls or code == _CANCEL_REQUEST_CODE:
+            packet = await read_initial_packet(reader)
+        code = packet_code(packet)
+        if not self.terminate_tls or code == CANCEL_REQUEST_CODE:
             await self._open_upstream(conn, tls=False)
             await self._relay(conn, packet, parse=False)
             return
-        tls = code == _SSL_REQUEST_CODE
+        tls = code == SSL_REQUEST_CODE
         if tls:
             assert self._server_ctx is not None
             writer.write(b"S")
             await writer.drain()
             await writer.start_tls(self._server_ctx, ssl_handshake_timeout=10)
-            packet = await _read_initial_packet(reader)
+            packet = await read_initial_packet(reader)
         await self._open_upstream(conn, tls=tls)
         await self._relay(conn, packet, parse=True)
 
@@ -1207,7 +579,7 @@ class FaultProxy:
             raise ConnectionAbortedError("killed while connecting upstream")
         if tls:
             assert self._client_ctx is not None
-            up_writer.write(_SSL_REQUEST)
+            up_writer.write(SSL_REQUEST)
             await up_writer.drain()
             answer = await up_reader.readexactly(1)
             if answer != b"S":
@@ -1270,7 +642,7 @@ class FaultProxy:
         queue: asyncio.Queue[tuple[float, bytes | None]],
         parse: bool,
     ) -> None:
-        parser = _FrameParser()
+        parser = FrameParser()
         try:
             while True:
                 data = await conn.client_reader.read(65536)
@@ -1295,7 +667,7 @@ class FaultProxy:
         queue: asyncio.Queue[tuple[float, bytes | None]],
         parse: bool,
     ) -> None:
-        parser = _FrameParser()
+        parser = FrameParser()
         try:
             while True:
                 data = await reader.read(65536)
@@ -1345,20 +717,6 @@ class FaultProxy:
                         return _KILL
                     verdict = rule.action
         return verdict
-
-
-async def _read_initial_packet(reader: asyncio.StreamReader) -> bytes:
-    """Read an untyped startup-phase packet: int32 length (itself included) + body."""
-    header = await reader.readexactly(8)
-    (length,) = struct.unpack("!i", header[:4])
-    if not 8 <= length <= 10_000:
-        raise ServiceError(f"bad startup packet length {length}")
-    return header + await reader.readexactly(length - 8)
-
-
-def _packet_code(packet: bytes) -> int:
-    code: int = struct.unpack("!i", packet[4:8])[0]
-    return code
 
 
 def _check_mode(mode: str) -> None:
