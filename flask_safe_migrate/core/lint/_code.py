@@ -245,7 +245,7 @@ def _load_imported(importer: str, name: str) -> ModuleCode | None:
         stem = os.path.join(root, *parts)
         for candidate in (stem + ".py", os.path.join(stem, "__init__.py")):
             if parts and os.path.isfile(candidate):
-                return _parse_file(candidate)
+                return _parse_file(candidate, os.stat(candidate).st_mtime_ns)
     return None
 
 
@@ -260,7 +260,8 @@ def _roots(directory: str) -> list[str]:
 
 
 @functools.lru_cache(maxsize=256)
-def _parse_file(path: str) -> ModuleCode | None:
+def _parse_file(path: str, mtime_ns: int) -> ModuleCode | None:
+    """Parse an imported project module (cached per path and modification time)."""
     try:
         with open(path, encoding="utf-8") as handle:
             source = handle.read()
