@@ -17,6 +17,7 @@ from .collect import CollectedStep
 from .collect import Piece
 from .collect import collect_step
 from .collect import display_path
+from .context import StatementContext
 from .context import StepContext
 from .context import statement_contexts
 from .findings import Finding
@@ -324,28 +325,52 @@ _SQUAWK_RULE = Rule(
 )
 
 
+@dataclass
+class _StepFacts:
+    """What squawk's findings are checked against, by statement id."""
+
+    volatile: set[int] = field(default_factory=set)
+    not_null_before: dict[int, frozenset[tuple[str, str]]] = field(default_factory=dict)
+    not_null_checks: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
+    contexts: dict[int, StatementContext] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Located:
+    """A squawk violation placed on a step, a piece and a statement."""
+
+    item: CollectedStep
+    piece: Piece
+    stmt: Statement
+    #: The DO block that runs ``stmt``, when squawk read the block's statements.
+    block: Statement | None
+    #: Offset of the violation in the piece's SQL (-1 inside a DO block).
+    offset: int
+
+
+def _step_facts(collected: list[CollectedStep], ours: list[_Raw]) -> _StepFacts:
+    facts = _StepFacts()
+    facts.volatile = {
+        id(r.inner or r.stmt)
+        for r in ours
+        if r.finding.rule == "volatile-default-rewrite"
+    }
+    for item in collected:
+        before, checks = _validated_not_null(item)
+        facts.not_null_before.update(before)
+        facts.not_null_checks.update(dict.fromkeys(before, checks))
+        for ctx in statement_contexts(item.step, item.statements):
+            facts.contexts[id(ctx.stmt)] = ctx
+    return facts
+
+
 def _squawk_findings(
     collected: list[CollectedStep],
     violations: list[SquawkViolation],
     ours: list[_Raw],
     off: frozenset[str],
 ) -> list[_Raw]:
-    volatile = {
-        id(r.inner or r.stmt)
-        for r in ours
-        if r.finding.rule == "volatile-default-rewrite"
-    }
-    not_null_before: dict[int, frozenset[tuple[str, str]]] = {}
-    not_null_checks: dict[int, set[tuple[str, str]]] = {}
-    for item in collected:
-        before, checks = _validated_not_null(item)
-        not_null_before.update(before)
-        not_null_checks.update(dict.fromkeys(before, checks))
-    contexts = {
-        id(ctx.stmt): ctx
-        for item in collected
-        for ctx in statement_contexts(item.step, item.statements)
-    }
+    facts = _step_facts(collected, ours)
     raws: list[_Raw] = []
     seen: set[tuple[str, int]] = set()
     for violation in violations:
@@ -353,67 +378,76 @@ def _squawk_findings(
             continue
         if violation.rule == "syntax-error":
             continue  # PostgreSQL's own parser accepted the SQL: it is the judge
-        try:
-            ci, pi, *si = (int(part) for part in violation.file.split("_"))
-            item, piece = collected[ci], collected[ci].pieces[pi]
-            block = piece.statements[si[0]] if si else None
-        except (ValueError, IndexError):
-            logger.debug("squawk finding in an unknown file: %s", violation)
+        where = _locate(collected, violation)
+        if where is None or _does_not_apply(violation.rule, where, facts):
             continue
-        if block is not None:
-            stmt: Statement | None = _block_statement(block, violation.line)
-            offset = -1
-        else:
-            offset = _offset(piece.sql, violation.line, violation.column)
-            stmt = _statement_at(piece.statements, offset)
-        if stmt is None:
-            continue
-        ctx = contexts.get(id(stmt))
-        if (
-            violation.rule not in STYLE_RULES
-            and ctx is not None
-            and ctx.targets_new_table
-        ):
-            continue  # a table created earlier in the step has no readers yet
-        if violation.rule == "adding-field-with-default" and id(stmt) in volatile:
-            continue  # reported by volatile-default-rewrite
-        if violation.rule == "constraint-missing-not-valid" and _cannot_be_not_valid(
-            stmt, offset
-        ):
-            continue  # NOT VALID exists only for CHECK and FOREIGN KEY constraints
-        if violation.rule == "adding-not-nullable-field" and _set_not_null_proven(
-            stmt, not_null_before.get(id(stmt), frozenset())
-        ):
-            continue  # a validated CHECK (col IS NOT NULL) lets it skip the scan
-        if violation.rule == "ban-drop-constraint" and _drops_only(
-            stmt, not_null_checks.get(id(stmt), set())
-        ):
-            continue  # the helper CHECK of the SET NOT NULL recipe: now redundant
-        key = (violation.rule, id(stmt))
-        if key in seen:
-            continue
-        seen.add(key)
-        message = violation.message
-        if block is not None:
-            message = f"in the DO block at line {block.line}: {message}"
-        raws.append(
-            _raw(
-                _SQUAWK_RULE,
-                item,
-                piece,
-                block or stmt,
-                message,
-                severity=severity_of(violation.rule),
-                hint=violation.help
-                or f"see https://squawkhq.com/docs/{violation.rule}",
-                source=Source.SQUAWK,
-                line=block.line if block is not None else violation.line,
-            )
-        )
-        raws[-1].finding = _with(
-            raws[-1].finding, rule=violation.rule, statement=_shorten(stmt.sql)
-        )
+        key = (violation.rule, id(where.stmt))
+        if key not in seen:
+            seen.add(key)
+            raws.append(_squawk_raw(violation, where))
     return raws
+
+
+def _locate(
+    collected: list[CollectedStep], violation: SquawkViolation
+) -> _Located | None:
+    """Find the step, piece and statement of a violation in file ``ci_pi[_si]``."""
+    try:
+        ci, pi, *si = (int(part) for part in violation.file.split("_"))
+        item, piece = collected[ci], collected[ci].pieces[pi]
+        block = piece.statements[si[0]] if si else None
+    except (ValueError, IndexError):
+        logger.debug("squawk finding in an unknown file: %s", violation)
+        return None
+    if block is not None:
+        inner = _block_statement(block, violation.line)
+        return _Located(item, piece, inner, block, -1)
+    offset = _offset(piece.sql, violation.line, violation.column)
+    stmt = _statement_at(piece.statements, offset)
+    return _Located(item, piece, stmt, None, offset) if stmt is not None else None
+
+
+def _does_not_apply(rule: str, where: _Located, facts: _StepFacts) -> bool:
+    """Whether squawk's *rule* cannot apply to the statement, as PostgreSQL runs it."""
+    stmt = where.stmt
+    ctx = facts.contexts.get(id(stmt))
+    if rule not in STYLE_RULES and ctx is not None and ctx.targets_new_table:
+        return True  # a table created earlier in the step has no readers yet
+    if rule == "adding-field-with-default":
+        return id(stmt) in facts.volatile  # reported by volatile-default-rewrite
+    if rule == "constraint-missing-not-valid":
+        # NOT VALID exists only for CHECK and FOREIGN KEY constraints.
+        return _cannot_be_not_valid(stmt, where.offset)
+    if rule == "adding-not-nullable-field":
+        # A validated CHECK (col IS NOT NULL) lets SET NOT NULL skip the scan.
+        proven = facts.not_null_before.get(id(stmt), frozenset())
+        return _set_not_null_proven(stmt, proven)
+    if rule == "ban-drop-constraint":
+        # The helper CHECK of the SET NOT NULL recipe: now redundant.
+        return _drops_only(stmt, facts.not_null_checks.get(id(stmt), set()))
+    return False
+
+
+def _squawk_raw(violation: SquawkViolation, where: _Located) -> _Raw:
+    block = where.block
+    message = violation.message
+    if block is not None:
+        message = f"in the DO block at line {block.line}: {message}"
+    raw = _raw(
+        _SQUAWK_RULE,
+        where.item,
+        where.piece,
+        block or where.stmt,
+        message,
+        severity=severity_of(violation.rule),
+        hint=violation.help or f"see https://squawkhq.com/docs/{violation.rule}",
+        source=Source.SQUAWK,
+        line=block.line if block is not None else violation.line,
+    )
+    raw.finding = _with(
+        raw.finding, rule=violation.rule, statement=_shorten(where.stmt.sql)
+    )
+    return raw
 
 
 def _offset(sql: str, line: int, column: int) -> int:
