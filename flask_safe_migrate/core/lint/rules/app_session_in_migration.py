@@ -15,14 +15,20 @@ from ._rule import Scope
 RULE = "app-session-in-migration"
 SEVERITY = Severity.ERROR
 SCOPE = Scope.CODE
-SUMMARY = "db.session or the app's engine (db.engine) used in migration code"
+SUMMARY = (
+    "db.session, the app's engine (db.engine, db.create_all) or a model's query "
+    "(Model.query) used in migration code"
+)
 HINT = (
     "send SQL through the step handle (m.execute) or execute_with_retry on the "
     "migration engine; never db.session or db.engine, whose pooled connections "
     "the app's requests share"
 )
 
-_APP_ATTRIBUTES = {"session": "db.session", "engine": "db.engine"}
+#: Attributes of ``db`` that reach the app's session or engine.
+_APP_ATTRIBUTES = frozenset(
+    {"session", "engine", "get_engine", "engines", "create_all", "drop_all", "reflect"}
+)
 
 
 def check(module: ModuleCode) -> t.Iterator[tuple[int, str]]:
@@ -54,12 +60,13 @@ def check(module: ModuleCode) -> t.Iterator[tuple[int, str]]:
 
 
 def _is_app_attribute(node: ast.AST, module: ModuleCode) -> bool:
-    return (
-        isinstance(node, ast.Attribute)
-        and isinstance(node.value, ast.Name)
-        and node.value.id in module.db_names
-        and (node.attr in _APP_ATTRIBUTES or node.attr == "get_engine")
-    )
+    """``db.session``, ``db.engine``, ``db.create_all``... or ``Model.query`` (a
+    Flask-SQLAlchemy model's query runs on the app's session)."""
+    if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)):
+        return False
+    if node.value.id in module.db_names:
+        return node.attr in _APP_ATTRIBUTES
+    return node.attr == "query" and node.value.id[:1].isupper()
 
 
 def _where(scope: ast.AST) -> str:

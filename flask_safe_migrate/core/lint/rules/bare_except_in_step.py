@@ -73,11 +73,11 @@ def check(module: ModuleCode) -> t.Iterator[tuple[int, str]]:
             elif (
                 isinstance(node, ast.Call)
                 and call_name(node) == "suppress"
-                and any(_is_broad(arg) for arg in node.args)
+                and any(_is_broad(a) or _is_database_error(a) for a in node.args)
             ):
                 yield (
                     node.lineno,
-                    f"suppress(Exception) in step function {fn.name}() hides a "
+                    f"{ast.unparse(node)} in step function {fn.name}() hides a "
                     "failed statement",
                 )
 
