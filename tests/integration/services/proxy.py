@@ -564,7 +564,7 @@ class FaultProxy:
             assert self._server_ctx is not None
             writer.write(b"S")
             await writer.drain()
-            await writer.start_tls(self._server_ctx, ssl_handshake_timeout=10)
+            await start_tls(writer, self._server_ctx)
             packet = await read_initial_packet(reader)
         await self._open_upstream(conn, tls=tls)
         await self._relay(conn, packet, parse=True)
@@ -584,7 +584,7 @@ class FaultProxy:
             answer = await up_reader.readexactly(1)
             if answer != b"S":
                 raise ServiceError(f"upstream refused TLS: {answer!r}")
-            await up_writer.start_tls(self._client_ctx, ssl_handshake_timeout=10)
+            await start_tls(up_writer, self._client_ctx)
 
     async def _relay(self, conn: _Connection, first: bytes, *, parse: bool) -> None:
         assert conn.upstream_reader is not None
@@ -722,3 +722,18 @@ class FaultProxy:
 def _check_mode(mode: str) -> None:
     if mode not in ("fin", "rst"):
         raise ValueError(f"unknown kill mode {mode!r}")
+
+
+async def start_tls(writer: asyncio.StreamWriter, context: ssl.SSLContext) -> None:
+    """Upgrade ``writer`` to TLS; a connection killed during the handshake raises.
+
+    CPython 3.11's ``StreamWriter.start_tls`` stores ``None`` as the writer's
+    transport when the connection is aborted mid-handshake; the writer's ``__del__``
+    then raises AttributeError whenever garbage collection reaches it, which pytest
+    reports against whichever later test is running. Keep the old transport instead.
+    """
+    transport = writer.transport
+    await writer.start_tls(context, ssl_handshake_timeout=10)
+    if writer.transport is None:
+        writer._transport = transport  # see docstring
+        raise ConnectionAbortedError("killed during the TLS handshake")
