@@ -7,6 +7,8 @@ import typing as t
 
 from .._code import ModuleCode
 from .._code import call_name
+from .._code import chain_text
+from .._code import reach
 from ..findings import Severity
 from ._rule import Scope
 
@@ -52,8 +54,10 @@ _LOGGING = {
 
 
 def check(module: ModuleCode) -> t.Iterator[tuple[int, str]]:
-    """Flag broad handlers without ``raise``, and ``suppress(Exception)``."""
+    """Flag broad or database-error handlers without ``raise`` in step functions
+    (and in the project functions they call), and ``suppress(Exception)``."""
     for fn in module.step_functions:
+        yield from _helper_handlers(module, fn)
         for node in ast.walk(fn):
             if isinstance(node, ast.ExceptHandler) and _swallows(node):
                 what = "except:" if node.type is None else "except Exception:"
@@ -80,6 +84,48 @@ def check(module: ModuleCode) -> t.Iterator[tuple[int, str]]:
                     f"{ast.unparse(node)} in step function {fn.name}() hides a "
                     "failed statement",
                 )
+
+
+#: Calls that send SQL: a helper's handler around one of them matters.
+_SQL_CALLS = {"execute", "exec_driver_sql", "executemany", "commit", "flush"}
+
+
+def _helper_handlers(module: ModuleCode, fn: ast.AST) -> t.Iterator[tuple[int, str]]:
+    """Calls from step *fn* into project functions that send SQL in a ``try`` and
+    swallow its errors."""
+    own = {id(node) for node in module.step_functions}
+    for node in ast.walk(fn):
+        if not isinstance(node, ast.Call):
+            continue
+        found = reach(module, node, lambda n, _: _swallowing_try(n) is not None)
+        if found is None or id(found[0][0].function) in own:
+            continue
+        chain, hit = found
+        handler = _swallowing_try(hit)
+        assert handler is not None
+        what = (
+            "except:"
+            if handler.type is None
+            else f"except {ast.unparse(handler.type)}:"
+        )
+        yield (
+            node.lineno,
+            f"{what} without raise in {chain_text(chain)}, called by step function "
+            f"{getattr(fn, 'name', '?')}(): a failed statement is hidden",
+        )
+
+
+def _swallowing_try(node: ast.AST) -> ast.ExceptHandler | None:
+    """The handler of a ``try`` that sends SQL and swallows its errors, if any."""
+    if not isinstance(node, ast.Try):
+        return None
+    sends_sql = any(
+        isinstance(n, ast.Call) and call_name(n) in _SQL_CALLS
+        for statement in node.body
+        for n in ast.walk(statement)
+    )
+    swallowing = [h for h in node.handlers if _swallows(h)]
+    return swallowing[0] if sends_sql and swallowing else None
 
 
 def _swallows(handler: ast.ExceptHandler) -> bool:
