@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import typing as t
+from pathlib import Path
 
 from .findings import Finding
 from .findings import LintReport
@@ -112,12 +114,7 @@ def _result(finding: Finding, rule_index: int) -> dict[str, t.Any]:
     }
     path, line = split_location(finding.location)
     if path is not None:
-        physical: dict[str, t.Any] = {
-            "artifactLocation": {
-                "uri": path.replace("\\", "/"),
-                "uriBaseId": "%SRCROOT%",
-            }
-        }
+        physical: dict[str, t.Any] = {"artifactLocation": _artifact(path)}
         if line is not None:
             physical["region"] = {"startLine": line}
         result["locations"] = [{"physicalLocation": physical}]
@@ -128,6 +125,13 @@ def _result(finding: Finding, rule_index: int) -> dict[str, t.Any]:
             {"kind": "inSource", "justification": finding.suppressed_reason}
         ]
     return result
+
+
+def _artifact(path: str) -> dict[str, str]:
+    """A path below the project as a relative URI, any other as a file URI."""
+    if os.path.isabs(path):
+        return {"uri": Path(path).as_uri()}
+    return {"uri": path.replace("\\", "/"), "uriBaseId": "%SRCROOT%"}
 
 
 def _descriptor(rule_id: str, findings: list[Finding]) -> dict[str, t.Any]:
