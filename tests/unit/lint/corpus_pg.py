@@ -721,6 +721,11 @@ CASES = [
     case("listen_channel", "LISTEN accounts_changed", "session-listen"),
     case("notify_channel", "NOTIFY accounts_changed"),
     case("prepare_statement", "PREPARE q AS SELECT 1", "session-prepare"),
+    case(
+        "prepare_update_is_not_run",
+        "PREPARE purge AS DELETE FROM sessions WHERE expires_at < now()",
+        "session-prepare",
+    ),
     case("savepoint_in_step", "SAVEPOINT before_change", "transaction-control"),
     case("commit_in_step", "COMMIT", "transaction-control"),
     case(
