@@ -28,6 +28,8 @@ from .core.exceptions import StepRefusedError
 from .core.retry import RetryPolicy
 from .core.retry import RetryState
 from .core.retry import RetryStats
+from .core.revisions import alembic_include_object
+from .core.revisions import register_revisions
 from .core.runner import RunReport
 from .core.runner import StepStatus
 from .core.settings import MigrateSettings
@@ -72,9 +74,11 @@ __all__ = [
     "StepRefusedError",
     "StepRegistry",
     "StepStatus",
+    "alembic_include_object",
     "build_migration_engine",
     "cli",
     "execute_with_retry",
+    "register_revisions",
     "run_with_retry",
     "safe_url",
 ]

@@ -501,13 +501,27 @@ def exec_command(sql: str, fetch: bool, as_json: bool) -> None:
 
 @group.command("baseline")
 @click.option("--upto", help="Last step id to record (default: all).")
+@click.option(
+    "--from-alembic",
+    is_flag=True,
+    help="Record the Alembic revisions up to alembic_version (Flask-Migrate).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @_reports_errors
-def baseline_command(upto: str | None, as_json: bool) -> None:
+def baseline_command(upto: str | None, from_alembic: bool, as_json: bool) -> None:
     """Record steps as applied without running them, to adopt an existing database."""
     state = _state()
+    if from_alembic and upto:
+        raise click.UsageError("--from-alembic reads alembic_version; drop --upto")
     with migration_engine() as engine:
-        report = commands.baseline(state.settings, state.registry, engine, upto=upto)
+        if from_alembic:
+            report = commands.baseline_from_alembic(
+                state.settings, state.registry, engine
+            )
+        else:
+            report = commands.baseline(
+                state.settings, state.registry, engine, upto=upto
+            )
     if as_json:
         _echo_json({"recorded": report.recorded, "already": report.already_applied})
         return

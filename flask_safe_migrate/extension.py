@@ -16,6 +16,7 @@ from flask import Flask
 from flask import current_app
 
 from .core import commands
+from .core import revisions
 from .core.engine import build_migration_engine
 from .core.exceptions import ConfigurationError
 from .core.exceptions import SafeMigrateError
@@ -85,6 +86,28 @@ class SafeMigrate(StepRegistrar):
         ``index`` and ``backfill`` call)."""
         return self.registry.add(step)
 
+    def alembic(
+        self,
+        directory: str | os.PathLike[str] = "migrations",
+        *,
+        categories: t.Mapping[str, str] | None = None,
+    ) -> list[Step]:
+        """Register an Alembic (Flask-Migrate) script directory's revisions as steps.
+
+        Each revision becomes a schema step (id = revision id), in upgrade order,
+        run exactly once through Alembic's own ``Operations`` inside the step's
+        transaction. ``env.py`` is not run; ``alembic_version`` is not written.
+
+        :param directory: as Flask-Migrate resolves it: relative to the current
+            directory, or absolute.
+        :param categories: revision id -> small-DML category, e.g.
+            ``{"1b2c3d4e5f60": "seed"}``, for revisions that change data.
+        :raises ConfigurationError: Alembic is not installed (the message has the
+            pip command).
+        :raises RegistrationError: unreadable revisions or several heads.
+        """
+        return revisions.register_revisions(self, directory, categories=categories)
+
     # -- the app -----------------------------------------------------------------
 
     def init_app(self, app: Flask, db: object | None = None) -> None:
@@ -112,6 +135,7 @@ class SafeMigrate(StepRegistrar):
         for_cli = _loaded_for_cli()
         try:
             settings = self._read_settings(app)
+            self._register_alembic_directory(settings)
             _import_step_modules(settings.step_modules)
         except SafeMigrateError as exc:
             if not for_cli:
@@ -138,6 +162,22 @@ class SafeMigrate(StepRegistrar):
             if isinstance(fallback, str | sa.URL):
                 settings = settings.replace(database_uri=str(_as_string(fallback)))
         return settings
+
+    def _register_alembic_directory(self, settings: MigrateSettings) -> None:
+        """Register ``SAFE_MIGRATE_ALEMBIC_DIRECTORY`` unless revisions already are."""
+        directory = settings.alembic_directory
+        steps = self.registry.steps()
+        if not directory or any(revisions.is_revision(s) for s in steps):
+            return
+        if steps:
+            raise ConfigurationError(
+                f"the revisions of {directory} must run before the {len(steps)} "
+                f"step(s) registered already (first: {steps[0].id} at "
+                f"{steps[0].location}), but init_app registers them after; call "
+                "migrate.alembic(...) before registering those steps instead",
+                key=PREFIX + "ALEMBIC_DIRECTORY",
+            )
+        self.alembic(directory)
 
     def _boot(self, settings: MigrateSettings) -> None:
         phases = [Phase.SCHEMA] if settings.on_boot == "schema" else list(Phase)

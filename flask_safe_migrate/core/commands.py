@@ -17,10 +17,12 @@ from dataclasses import field
 
 import sqlalchemy as sa
 
+from . import revisions
 from .disconnects import ErrorKind
 from .disconnects import classify_error
 from .disconnects import describe_error
 from .engine import safe_url
+from .exceptions import ConfigurationError
 from .exceptions import DatabaseUnavailableError
 from .exceptions import RetryExhaustedError
 from .exceptions import StatementFailedError
@@ -51,6 +53,7 @@ __all__ = [
     "PlanReport",
     "StatusReport",
     "baseline",
+    "baseline_from_alembic",
     "doctor",
     "execute",
     "plan",
@@ -334,13 +337,7 @@ def baseline(
         todo = [s for s in steps if s.id not in rows]
         already = [s.id for s in steps if s.id in rows]
         if todo:
-            inserts = [
-                runner.ledger.insert_applied_sql(
-                    step_id=s.id, phase=s.phase.value, checksum=s.checksum, attempts=0
-                )
-                + " ON CONFLICT (step_id) DO NOTHING"
-                for s in todo
-            ]
+            inserts = _record_applied_sql(runner, todo)
             lock = runner.ledger.lock_sql(settings.advisory_lock_wait_seconds)
 
             def work(conn: sa.Connection) -> None:
@@ -350,6 +347,74 @@ def baseline(
 
             run_with_retry_stats(engine, work, policy=runner.policy())
     return BaselineReport(recorded=[s.id for s in todo], already_applied=already)
+
+
+def _record_applied_sql(runner: Runner, steps: t.Sequence[Step]) -> list[str]:
+    """Ledger inserts that record ``steps`` applied, keeping rows already there."""
+    return [
+        runner.ledger.insert_applied_sql(
+            step_id=s.id, phase=s.phase.value, checksum=s.checksum, attempts=0
+        )
+        + " ON CONFLICT (step_id) DO NOTHING"
+        for s in steps
+    ]
+
+
+def baseline_from_alembic(
+    settings: MigrateSettings, registry: StepRegistry, engine: sa.Engine
+) -> BaselineReport:
+    """Adopt a database that Alembic (Flask-Migrate) migrated: no DDL is sent.
+
+    Reads ``alembic_version`` and records the revision it names and every revision
+    before it as applied, in one transaction under the migration lock (the same
+    transaction reads ``alembic_version``), so several processes may run it at once.
+
+    :raises ConfigurationError: no revisions are registered, the database has no
+        ``alembic_version``, or it names a revision that is not registered.
+    """
+    if not any(revisions.is_revision(s) for s in registry.steps()):
+        raise ConfigurationError(
+            "no Alembic revisions are registered: call migrate.alembic(...) or set "
+            "SAFE_MIGRATE_ALEMBIC_DIRECTORY",
+            key="SAFE_MIGRATE_ALEMBIC_DIRECTORY",
+        )
+    runner = Runner(settings, registry, engine)
+    lock = runner.ledger.lock_sql(settings.advisory_lock_wait_seconds)
+
+    def work(conn: sa.Connection) -> list[Step]:
+        conn.exec_driver_sql(lock, execution_options=_NO_PARAMS)
+        versions = _alembic_versions(conn)
+        steps = revisions.revisions_upto(registry.steps(), versions)
+        if steps:
+            sql = ";\n".join(_record_applied_sql(runner, steps))
+            conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)
+        return steps
+
+    with translate_db_errors(engine):
+        rows = runner.read_ledger()
+        if rows is None:
+            runner.ensure_ledger()
+            rows = {}
+        steps, _ = run_with_retry_stats(engine, work, policy=runner.policy())
+    return BaselineReport(
+        recorded=[s.id for s in steps if s.id not in rows],
+        already_applied=[s.id for s in steps if s.id in rows],
+    )
+
+
+def _alembic_versions(conn: sa.Connection) -> list[str]:
+    exists = conn.exec_driver_sql(
+        "SELECT to_regclass('alembic_version') IS NOT NULL"
+    ).scalar()
+    if exists:
+        rows = conn.exec_driver_sql(revisions.ALEMBIC_VERSION_SQL)
+        return [str(r[0]) for r in rows]
+    raise ConfigurationError(
+        "this database has no alembic_version table: it was not migrated by "
+        "Alembic/Flask-Migrate, so there is nothing to adopt (use `baseline` "
+        "without --from-alembic to record steps by hand)",
+        key="SAFE_MIGRATE_ALEMBIC_DIRECTORY",
+    )
 
 
 # -- doctor ------------------------------------------------------------------------

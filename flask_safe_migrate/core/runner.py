@@ -11,6 +11,7 @@ from dataclasses import field
 
 import sqlalchemy as sa
 
+from . import revisions
 from .disconnects import error_sqlstate
 from .exceptions import ChecksumMismatchError
 from .exceptions import LintViolationError
@@ -130,6 +131,10 @@ class Runner:
             raise
         return {r[0]: self.ledger.row(r) for r in rows}
 
+    def _query(self, sql: str) -> list[tuple[t.Any, ...]]:
+        """Run one read-only query, retried whole on disconnects."""
+        return send_idempotent(self.engine, sql, self.policy())
+
     def ensure_ledger(self) -> None:
         """Create the ledger if missing, under the migration lock (one message)."""
         message = ";\n".join(
@@ -240,6 +245,7 @@ class Runner:
         steps = self.select_steps(phases, step_ids)
         self.preflight(steps)
         rows = self.read_ledger()
+        revisions.check_adopted(steps, rows or {}, self._query)
         if rows is None:
             rows = {}
             if not dry_run:

@@ -33,6 +33,9 @@ class MigrateSettings:
     engine_options: dict[str, t.Any] = dataclasses.field(default_factory=dict)
     #: Modules imported at ``init_app`` so their decorators register steps.
     step_modules: tuple[str, ...] = ()
+    #: An Alembic (Flask-Migrate) script directory whose revisions ``init_app``
+    #: registers as schema steps, as ``migrate.alembic(directory)`` would.
+    alembic_directory: str | None = None
     #: Phases run during ``init_app``: ``schema``, ``all`` or ``off``.
     on_boot: str = "schema"
     #: On a failed boot run: ``raise`` (the app does not start) or ``log``.

@@ -122,3 +122,21 @@ def test_readme_documents_every_key() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     missing = [k for k in MigrateSettings.keys() if f"| `{k}` |" not in readme]  # noqa: SIM118  # a classmethod
     assert missing == []
+
+
+def test_alembic_directory_comes_from_the_environment(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``SAFE_MIGRATE_ALEMBIC_DIRECTORY`` is a path string; empty means unset."""
+    assert MigrateSettings().alembic_directory is None
+    migrations = Path(__file__).parents[1] / "flask_migrate_app" / "migrations"
+    monkeypatch.setenv("SAFE_MIGRATE_ALEMBIC_DIRECTORY", str(migrations))
+    migrate = SafeMigrate(app)
+    assert get_state(app).settings.alembic_directory == str(migrations)
+    assert len(migrate.registry) == 9
+    assert (
+        MigrateSettings.from_mapping(
+            {"SAFE_MIGRATE_ALEMBIC_DIRECTORY": ""}
+        ).alembic_directory
+        is None
+    )

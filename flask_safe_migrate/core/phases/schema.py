@@ -145,6 +145,17 @@ class _LiveHandle:
     def step(self) -> Step:
         return self._step
 
+    @property
+    def connection(self) -> sa.Connection:
+        """The step's own SQLAlchemy connection, inside the step's transaction.
+
+        For code that drives its own SQL layer on it (an Alembic revision runs
+        through Alembic's ``Operations`` here): statements sent on it belong to the
+        step's transaction, under its lock and ``SET LOCAL`` timeouts. Never commit,
+        roll back or close it; the runner ends the transaction with the ledger row.
+        """
+        return self._conn
+
     def execute(
         self, sql: str, params: t.Mapping[str, t.Any] | None = None
     ) -> list[tuple[t.Any, ...]]:

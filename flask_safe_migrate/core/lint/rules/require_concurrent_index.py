@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typing as t
 
+from ... import revisions
 from ...steps import Phase
 from .. import _ast
 from ..context import StatementContext
@@ -31,5 +32,23 @@ def check(ctx: StatementContext) -> t.Iterator[str]:
     verb = "CREATE INDEX" if kind == "IndexStmt" else "REINDEX"
     yield (
         f"{verb} without CONCURRENTLY on {target} blocks every write to it for the "
-        "whole build"
+        "whole build" + _revision_rewrite(ctx, target)
     )
+
+
+def _revision_rewrite(ctx: StatementContext, table: str) -> str:
+    """For an Alembic revision, the ``migrate.index(...)`` that replaces the build."""
+    node = ctx.stmt.node
+    if not revisions.is_revision(ctx.step) or _ast.node_type(node) != "IndexStmt":
+        return ""
+    columns = [str(getattr(p, "name", None) or "") for p in node.indexParams or ()]
+    if not node.idxname or node.whereClause or not all(columns):
+        return ""
+    rewrite = revisions.index_rewrite(
+        ctx.step,
+        table=table,
+        columns=columns,
+        unique=bool(node.unique),
+        name=node.idxname,
+    )
+    return f"; {rewrite}"

@@ -1,0 +1,1 @@
+"""A Flask-Migrate tutorial app (users, posts, followers) switched to safe-migrate."""
