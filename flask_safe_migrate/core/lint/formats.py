@@ -65,7 +65,8 @@ def render_sarif(report: LintReport) -> str:
 
 
 def render_github(report: LintReport) -> str:
-    """Return one ``::error``/``::warning`` workflow command per active finding."""
+    """Return one ``::error``/``::warning`` workflow command per active finding,
+    and a ``::notice`` when squawk did not run."""
     lines = []
     for finding in report.findings:
         path, line = split_location(finding.location)
@@ -78,6 +79,8 @@ def render_github(report: LintReport) -> str:
             f"::{finding.severity.value} {','.join(properties)}::"
             f"{_escape_data(_text(finding))}"
         )
+    if report.squawk_note:
+        lines.append(f"::notice title=squawk::{_escape_data(report.squawk_note)}")
     return "\n".join(lines)
 
 

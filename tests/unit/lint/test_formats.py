@@ -122,6 +122,14 @@ def test_github_annotation_file_and_line() -> None:
     )
 
 
+def test_github_notice_when_squawk_did_not_run() -> None:
+    """Without squawk, the annotations say so in one notice."""
+    report = LintReport(squawk_note="squawk is not installed; ran our rules only")
+    assert render_github(report) == (
+        "::notice title=squawk::squawk is not installed; ran our rules only"
+    )
+
+
 def test_cli_format_sarif_and_github(app: Flask) -> None:
     """check --format sarif prints a valid log; --format github annotations."""
     migrate = SafeMigrate()
