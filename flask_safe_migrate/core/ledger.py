@@ -152,8 +152,149 @@ class Ledger:
             "attempts = EXCLUDED.attempts, lease_owner = NULL, lease_expires_at = NULL"
         )
 
+    # -- leases (index steps) ----------------------------------------------------
+
+    def claim_lease_sql(
+        self, step_id: str, *, phase: str, checksum: str, owner: str, seconds: float
+    ) -> str:
+        """Claim a step's lease for ``owner`` unless someone else holds a live one.
+
+        One row: claimed (1 or 0), the step's state, the lease's owner, and the
+        seconds left on it.
+        """
+        q, sid = self.qualified, literal(step_id)
+        return (
+            f"WITH claim AS (INSERT INTO {q} AS l (step_id, phase, checksum, state, "
+            "attempts, lease_owner, lease_expires_at) VALUES "
+            f"({sid}, {literal(phase)}, {literal(checksum)}, 'running', 1, "
+            f"{literal(owner)}, clock_timestamp() + {_interval(seconds)}) "
+            "ON CONFLICT (step_id) DO UPDATE SET lease_owner = EXCLUDED.lease_owner, "
+            "lease_expires_at = EXCLUDED.lease_expires_at, "
+            "checksum = EXCLUDED.checksum, "
+            "attempts = l.attempts + (l.lease_owner IS DISTINCT FROM "
+            "EXCLUDED.lease_owner)::int "
+            "WHERE l.state <> 'applied' AND (l.lease_owner IS NULL OR "
+            "l.lease_owner = EXCLUDED.lease_owner OR "
+            "l.lease_expires_at < clock_timestamp()) RETURNING 1) "
+            "SELECT (SELECT count(*) FROM claim), "
+            f"(SELECT state FROM {q} WHERE step_id = {sid}), "
+            f"(SELECT lease_owner FROM {q} WHERE step_id = {sid}), "
+            "(SELECT extract(epoch FROM lease_expires_at - clock_timestamp()) "
+            f"FROM {q} WHERE step_id = {sid})"
+        )
+
+    def renew_lease_sql(self, step_id: str, *, owner: str, seconds: float) -> str:
+        """Extend ``owner``'s lease; returns a row only while ``owner`` holds it."""
+        return (
+            f"UPDATE {self.qualified} SET lease_expires_at = "
+            f"clock_timestamp() + {_interval(seconds)} "
+            f"WHERE step_id = {literal(step_id)} AND lease_owner = "
+            f"{literal(owner)} RETURNING 1"
+        )
+
+    def release_lease_sql(self, step_id: str, *, owner: str) -> str:
+        """Give up ``owner``'s lease of a step that is not applied."""
+        return (
+            f"UPDATE {self.qualified} SET lease_owner = NULL, "
+            f"lease_expires_at = NULL WHERE step_id = {literal(step_id)} "
+            f"AND lease_owner = {literal(owner)} AND state <> 'applied'"
+        )
+
+    def finish_sql(self, step_id: str, *, seconds: float) -> str:
+        """Mark a ``running`` step applied (its lease ends), unless it already is."""
+        return (
+            f"UPDATE {self.qualified} SET state = 'applied', "
+            "applied_at = clock_timestamp(), lease_owner = NULL, "
+            f"lease_expires_at = NULL, duration_seconds = {literal(float(seconds))} "
+            f"WHERE step_id = {literal(step_id)} AND state <> 'applied'"
+        )
+
+    # -- checkpoints (backfill steps) --------------------------------------------
+
+    def start_sql(
+        self, step_id: str, *, phase: str, checksum: str, progress: dict[str, t.Any]
+    ) -> str:
+        """Create a step's ``running`` row with ``progress``, or count one more
+        attempt on the row that is there (unless it is applied)."""
+        return (
+            f"INSERT INTO {self.qualified} AS l (step_id, phase, checksum, state, "
+            f"attempts, progress) VALUES ({literal(step_id)}, {literal(phase)}, "
+            f"{literal(checksum)}, 'running', 1, {literal(progress)}) "
+            "ON CONFLICT (step_id) DO UPDATE SET attempts = l.attempts + 1, "
+            "checksum = EXCLUDED.checksum WHERE l.state <> 'applied'"
+        )
+
+    def progress_sql(
+        self, step_id: str, *, columns: t.Sequence[str] = (), lock: bool = False
+    ) -> str:
+        """Select a step's ``state, progress`` (then ``columns``), ``FOR UPDATE``
+        with ``lock``."""
+        extra = "".join(f", {c}" for c in columns)
+        return (
+            f"SELECT state, progress{extra} FROM {self.qualified} "
+            f"WHERE step_id = {literal(step_id)}" + (" FOR UPDATE" if lock else "")
+        )
+
+    def checkpoint_sql(
+        self, step_id: str, *, state: str, progress: dict[str, t.Any], seconds: float
+    ) -> str:
+        """Write a step's checkpoint and state, adding ``seconds`` to its duration.
+
+        :raises TypeError: ``progress`` is not JSON.
+        """
+        applied_at = "clock_timestamp()" if state == "applied" else "NULL"
+        return (
+            f"UPDATE {self.qualified} SET progress = {literal(progress)}, "
+            f"state = {literal(state)}, applied_at = {applied_at}, "
+            "duration_seconds = coalesce(duration_seconds, 0) + "
+            f"{literal(float(seconds))} WHERE step_id = {literal(step_id)}"
+        )
+
+    def lock_checkpoint_sql(self, step_id: str, *, last: str) -> str:
+        """PL/pgSQL: lock a running step's row if its checkpoint is ``last`` (a
+        text expression); ``FOUND`` says whether it was."""
+        return (
+            f"PERFORM 1 FROM {self.qualified} WHERE step_id = {literal(step_id)} "
+            "AND state = 'running' AND (progress->>'last') IS NOT DISTINCT FROM "
+            f"{last} FOR UPDATE"
+        )
+
+    def advance_checkpoint_sql(
+        self,
+        step_id: str,
+        *,
+        last: str,
+        keys: str,
+        rows: str,
+        seconds: str,
+        batch_size: int,
+        extra: t.Mapping[str, str] | None = None,
+    ) -> str:
+        """Record one batch: SQL expressions for its last key (NULL: nothing was
+        left, the step is applied), keys covered, rows updated, and seconds."""
+        fields = "".join(f"{literal(k)}, {v}, " for k, v in (extra or {}).items())
+        done = f"{last} IS NULL"
+        return (
+            f"UPDATE {self.qualified} SET progress = progress || jsonb_build_object("
+            f"'last', coalesce({last}::text, progress->>'last'), "
+            f"'updated', coalesce((progress->>'updated')::bigint, 0) + {rows}, "
+            f"'scanned', coalesce((progress->>'scanned')::bigint, 0) + {keys}, "
+            f"{fields}'batches', coalesce((progress->>'batches')::bigint, 0) + 1, "
+            f"'batch_size', {batch_size}, 'last_batch_seconds', {seconds}, "
+            "'max_batch_seconds', greatest(coalesce((progress->>"
+            f"'max_batch_seconds')::float8, 0), {seconds})), "
+            f"state = CASE WHEN {done} THEN 'applied' ELSE 'running' END, "
+            f"applied_at = CASE WHEN {done} THEN clock_timestamp() END, "
+            f"duration_seconds = coalesce(duration_seconds, 0) + {seconds} "
+            f"WHERE step_id = {literal(step_id)}"
+        )
+
     @staticmethod
     def row(values: t.Sequence[t.Any]) -> LedgerRow:
         """Build a :class:`LedgerRow` from a row of :meth:`select_all_sql`."""
         data = dict(zip(_COLUMNS, values, strict=True))
         return LedgerRow(**data)
+
+
+def _interval(seconds: float) -> str:
+    return f"{duration_literal(seconds)}::interval"

@@ -19,6 +19,7 @@ from .exceptions import StepFailedError
 from .ledger import Ledger
 from .ledger import LedgerRow
 from .lint import run_time_findings
+from .phases import PhaseRunner
 from .phases import StepOutcome
 from .phases.backfill import BackfillPhase
 from .phases.backfill import BackfillProgress
@@ -62,14 +63,19 @@ class RunReport:
     phases: tuple[str, ...]
     dry_run: bool = False
     outcomes: list[StepOutcome] = field(default_factory=list)
+    #: The pending steps this run is to apply, in registration order.
     pending: list[Step] = field(default_factory=list)
+    #: The pending steps this run did not reach because their phase was not in the
+    #: run, and every pending step registered after the first of them (which is
+    #: where the run stopped). Empty when nothing waits.
+    waiting: list[Step] = field(default_factory=list)
     changed: list[StepStatus] = field(default_factory=list)
     stopped_by_budget: bool = False
     elapsed_seconds: float = 0.0
 
     @property
     def up_to_date(self) -> bool:
-        """Whether there was nothing to do."""
+        """Whether this run had nothing to apply (steps may still be ``waiting``)."""
         return not self.pending
 
     @property
@@ -92,8 +98,10 @@ class Runner:
         rng: random.Random | None = None,
         before_sleep: t.Callable[[RetryState], None] | None = None,
         on_progress: t.Callable[[BackfillProgress], None] | None = None,
+        on_outcome: t.Callable[[StepOutcome], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_outcome = on_outcome
         self.registry = registry
         self.engine = engine
         self.ledger = Ledger(settings.ledger_table, settings.ledger_schema)
@@ -112,6 +120,12 @@ class Runner:
         self.backfill = BackfillPhase(
             settings, engine, self.ledger, on_progress=on_progress, **timing
         )
+        #: How each phase applies a step.
+        self.phases: dict[Phase, PhaseRunner] = {
+            Phase.SCHEMA: self.schema,
+            Phase.INDEX: self.index,
+            Phase.BACKFILL: self.backfill,
+        }
 
     # -- the ledger ------------------------------------------------------------
 
@@ -153,7 +167,7 @@ class Runner:
     def select_steps(
         self, phases: t.Sequence[Phase], step_ids: t.Sequence[str] | None = None
     ) -> list[Step]:
-        """The steps of ``phases`` in run order, or just ``step_ids`` among them."""
+        """The steps of ``phases`` in registration order, or just ``step_ids``."""
         if step_ids:
             chosen = {self.registry.get(i).id for i in step_ids}
             return [s for s in self.registry.steps() if s.id in chosen]
@@ -230,10 +244,15 @@ class Runner:
         dry_run: bool = False,
         max_seconds: float | None = None,
     ) -> RunReport:
-        """Apply the pending steps of ``phases``, in order, each exactly once.
+        """Apply the pending steps in registration order, each exactly once.
 
+        Each step runs in its own phase's way. A step of a phase not in ``phases``
+        stops the run: it and the pending steps after it are the report's
+        ``waiting`` (the boot run, schema only, stops before the first pending
+        index or backfill step). With ``step_ids``, just those steps run.
         On an up-to-date database this costs one query. Changed steps are refused
         (or only warned about, with ``SAFE_MIGRATE_CHANGED_STEPS=warn``).
+        ``on_outcome`` is called with each step's outcome as soon as it is known.
 
         :raises StepRefusedError: a step's SQL is invalid or not allowed (nothing ran).
         :raises ChecksumMismatchError: an applied step was edited.
@@ -250,46 +269,67 @@ class Runner:
             rows = {}
             if not dry_run:
                 self.ensure_ledger()
-        statuses = self.statuses(steps, rows)
-        report.changed = [s for s in statuses if s.state == "changed"]
+        self._plan(report, phases, step_ids, rows)
+        if dry_run:
+            report.outcomes = [
+                StepOutcome(s.id, s.phase.value, "planned") for s in report.pending
+            ]
+        elif report.pending:
+            self._apply_pending(report, started, max_seconds)
+        if report.waiting:
+            logger.info(
+                "stopped before step %s (%s phase): %d step(s) wait for a run of "
+                "all phases",
+                report.waiting[0].id,
+                report.waiting[0].phase.value,
+                len(report.waiting),
+            )
+        report.elapsed_seconds = self._clock() - started
+        return report
+
+    def _plan(
+        self,
+        report: RunReport,
+        phases: t.Sequence[Phase],
+        step_ids: t.Sequence[str] | None,
+        rows: t.Mapping[str, LedgerRow],
+    ) -> None:
+        """Fill ``report.changed``, ``pending`` and ``waiting`` from the ledger."""
+        chosen = self.select_steps(list(Phase), step_ids)
+        statuses = self.statuses(chosen, rows)
+        report.changed = [
+            s
+            for s in statuses
+            if s.state == "changed" and (step_ids or s.step.phase in phases)
+        ]
         if report.changed:
             self._on_changed(report.changed)
-        report.pending = [
-            s.step for s in statuses if s.state not in ("applied", "changed")
-        ]
-        if dry_run or not report.pending:
-            report.outcomes = (
-                [StepOutcome(s.id, s.phase.value, "planned") for s in report.pending]
-                if dry_run
-                else []
-            )
-            report.elapsed_seconds = self._clock() - started
-            return report
+        pending = [s.step for s in statuses if s.state not in ("applied", "changed")]
+        outside = [i for i, s in enumerate(pending) if s.phase not in phases]
+        stop = outside[0] if outside and not step_ids else len(pending)
+        report.pending, report.waiting = pending[:stop], pending[stop:]
+
+    def _apply_pending(
+        self, report: RunReport, started: float, max_seconds: float | None
+    ) -> None:
         deadline = None if max_seconds is None else started + max_seconds
         for step in report.pending:
             if deadline is not None and self._clock() >= deadline:
                 logger.info("time budget of %.1fs used; stopping", max_seconds)
                 report.stopped_by_budget = True
-                break
+                return
             try:
-                outcome = self._apply(step, deadline)
+                outcome = self.phases[step.phase].apply(step, deadline=deadline)
             except StepFailedError as exc:
                 report.elapsed_seconds = self._clock() - started
                 exc.report = report  # type: ignore[attr-defined]  # partial report
                 raise
             report.outcomes.append(outcome)
+            if self.on_outcome is not None:
+                self.on_outcome(outcome)
             if outcome.status == "partial":
                 report.stopped_by_budget = True
-                break
-        report.elapsed_seconds = self._clock() - started
-        return report
-
-    def _apply(self, step: Step, deadline: float | None) -> StepOutcome:
-        if step.phase is Phase.SCHEMA:
-            return self.schema.apply(step)
-        if step.phase is Phase.INDEX:
-            return self.index.apply(step, deadline=deadline)
-        return self.backfill.apply(step, deadline=deadline)
+                return
 
     def _on_changed(self, changed: list[StepStatus]) -> None:
         details = "; ".join(

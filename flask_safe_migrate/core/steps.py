@@ -454,12 +454,12 @@ class StepRegistry(StepRegistrar):
     # -- reading ---------------------------------------------------------------
 
     def steps(self, phase: Phase | None = None) -> list[Step]:
-        """Return the steps of ``phase`` (or all), in phase then registration order."""
-        order = list(Phase)
-        selected = [
-            s for s in self._steps.values() if phase is None or s.phase is phase
-        ]
-        return sorted(selected, key=lambda s: order.index(s.phase))
+        """Return the steps of ``phase`` (or all), in registration order.
+
+        Steps run in this order across phases, so an expand/contract sequence
+        (add a column, backfill it, ``SET NOT NULL``) runs as registered.
+        """
+        return [s for s in self._steps.values() if phase is None or s.phase is phase]
 
     def get(self, step_id: str) -> Step:
         """Return the step ``step_id``.

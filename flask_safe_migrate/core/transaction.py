@@ -15,6 +15,7 @@ extra round trip is paid only after an ambiguous commit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -26,6 +27,7 @@ import sqlalchemy as sa
 
 from .disconnects import ErrorKind
 from .disconnects import classify_error
+from .disconnects import is_disconnect
 from .retry import RetryIf
 from .retry import RetryPolicy
 from .retry import RetryState
@@ -36,9 +38,11 @@ from .settings import MigrateSettings
 
 __all__ = [
     "CommitInProgressError",
-    "close_after_error",
+    "autocommit",
+    "execute_on",
     "execute_with_retry",
     "open_autocommit",
+    "open_autocommit_or_dispose",
     "release",
     "run_with_retry",
     "run_with_retry_stats",
@@ -156,6 +160,7 @@ def _policy(max_retries: int, policy: RetryPolicy | None) -> RetryPolicy:
 def settings_policy(
     settings: MigrateSettings,
     *,
+    max_elapsed: bool = True,
     retry: t.Callable[[BaseException], bool] | None = None,
     before_sleep: t.Callable[[RetryState], None] | None = None,
     sleep: t.Callable[[float], None] = time.sleep,
@@ -164,6 +169,8 @@ def settings_policy(
 ) -> RetryPolicy:
     """Build the disconnect retry policy from the ``SAFE_MIGRATE_RETRY_*`` settings.
 
+    :param max_elapsed: stop after ``retry_max_elapsed_seconds`` too (else only
+        after ``retry_max_attempts``).
     :param retry: which exceptions to retry (default: everything a whole
         transaction may be retried for, including a commit still in progress).
     """
@@ -171,13 +178,34 @@ def settings_policy(
         max_attempts=settings.retry_max_attempts,
         backoff_seconds=settings.retry_backoff_seconds,
         backoff_max_seconds=settings.retry_backoff_max_seconds,
-        max_elapsed_seconds=settings.retry_max_elapsed_seconds,
+        max_elapsed_seconds=settings.retry_max_elapsed_seconds if max_elapsed else None,
         retry=RetryIf(retry or _retry_predicate),
         before_sleep=before_sleep or log_before_sleep(logger),
         sleep=sleep,
         clock=clock,
         rng=rng,
     )
+
+
+def _commit_landed(conn: sa.Connection, xid: str) -> bool:
+    """Whether the transaction of a lost COMMIT committed (``pg_xact_status``).
+
+    :raises CommitInProgressError: it is still running; ask again later.
+    """
+    status = conn.exec_driver_sql(
+        "SELECT pg_xact_status(%(xid)s::xid8)", {"xid": xid}
+    ).scalar()
+    if status == "committed":
+        logger.info(
+            "the lost COMMIT of transaction %s did land; not running again", xid
+        )
+        return True
+    if status == "in progress":
+        raise CommitInProgressError(xid)
+    logger.info(
+        "the lost COMMIT of transaction %s did not land (%s); rerunning", xid, status
+    )
+    return False
 
 
 def run_with_retry_stats(
@@ -191,52 +219,25 @@ def run_with_retry_stats(
     call: _Call[R] = _Call()
 
     def attempt() -> R:
-        conn = open_autocommit_or_dispose(engine)
-        committing = False
-        try:
-            if call.pending_xid is not None:
-                status = conn.exec_driver_sql(
-                    "SELECT pg_xact_status(%(xid)s::xid8)", {"xid": call.pending_xid}
-                ).scalar()
-                if status == "committed":
-                    logger.info(
-                        "the lost COMMIT of transaction %s did land; not running again",
-                        call.pending_xid,
-                    )
-                    assert call.has_result
-                    return t.cast(R, call.result)
-                if status == "in progress":
-                    raise CommitInProgressError(call.pending_xid)
-                logger.info(
-                    "the lost COMMIT of transaction %s did not land (%s); rerunning",
-                    call.pending_xid,
-                    status,
-                )
+        with autocommit(engine) as conn:
+            if call.pending_xid is not None and _commit_landed(conn, call.pending_xid):
                 call.pending_xid = None
+                assert call.has_result
+                return t.cast(R, call.result)
+            call.pending_xid = None
             xid = conn.exec_driver_sql(
                 _BEGIN_XID, execution_options=_NO_PARAMS
             ).scalar()
             result = fn(conn)
             call.result, call.has_result = result, True
-            committing = True
-            call.pending_xid = t.cast(str, xid)
-            conn.exec_driver_sql("COMMIT", execution_options=_NO_PARAMS)
-            call.pending_xid = None
+            try:
+                conn.exec_driver_sql("COMMIT", execution_options=_NO_PARAMS)
+            except Exception as exc:
+                # Dropped: ambiguous, asked on the next attempt. Answered with an
+                # error: it did not commit.
+                call.pending_xid = t.cast(str, xid) if is_disconnect(exc) else None
+                raise
             return result
-        except BaseException as exc:
-            kind = classify_error(exc) if isinstance(exc, Exception) else None
-            dropped = kind in {ErrorKind.DISCONNECT, ErrorKind.CONNECT_FAILED}
-            if committing and not dropped:
-                # The server answered the COMMIT with an error: it did not commit.
-                call.pending_xid = None
-            # committing and dropped: ambiguous; pending_xid stays for the next attempt.
-            if dropped:
-                _discard(conn, engine)
-                conn = None  # type: ignore[assignment]  # closed by _discard
-            raise
-        finally:
-            if conn is not None:
-                release(conn)
 
     return _policy(max_retries, policy).call(attempt)
 
@@ -246,29 +247,65 @@ def open_autocommit_or_dispose(engine: sa.Engine) -> sa.Connection:
     try:
         return open_autocommit(engine)
     except Exception as exc:
-        if classify_error(exc) in {ErrorKind.DISCONNECT, ErrorKind.CONNECT_FAILED}:
+        if is_disconnect(exc):
             engine.dispose()
         raise
 
 
-def _discard(conn: sa.Connection, engine: sa.Engine) -> None:
-    """Throw away a dropped connection and every pooled one: they may be dead too."""
+def _discard(conn: sa.Connection, engine: sa.Engine | None) -> None:
+    """Throw away a dropped connection and (with ``engine``) every pooled one:
+    they may be dead too."""
     try:
         if not conn.invalidated:
             conn.invalidate()
         conn.close()
     except Exception:
         logger.debug("closing a dropped connection failed", exc_info=True)
-    engine.dispose()
+    if engine is not None:
+        engine.dispose()
 
 
-def close_after_error(conn: sa.Connection, engine: sa.Engine, exc: Exception) -> None:
-    """Put ``conn`` away after ``exc``: discarded (and the engine disposed) when the
-    connection dropped, else rolled back and returned to the pool."""
-    if classify_error(exc) in {ErrorKind.DISCONNECT, ErrorKind.CONNECT_FAILED}:
-        _discard(conn, engine)
-    else:
+@contextlib.contextmanager
+def autocommit(engine: sa.Engine, *, dispose: bool = True) -> t.Iterator[sa.Connection]:
+    """Lend an autocommit connection (see :func:`open_autocommit`) for one block.
+
+    The caller sends ``BEGIN``/``COMMIT`` itself. After the block the connection
+    is rolled back if a transaction was left open and returned to the pool; after
+    an error that dropped it, it is thrown away and the engine disposed (the other
+    pooled connections may be dead too), or only thrown away with
+    ``dispose=False`` (a helper thread must not dispose the engine under the
+    main one).
+    """
+    conn = open_autocommit_or_dispose(engine) if dispose else open_autocommit(engine)
+    try:
+        yield conn
+    except Exception as exc:
+        if is_disconnect(exc):
+            _discard(conn, engine if dispose else None)
+        else:
+            release(conn)
+        raise
+    except BaseException:
         release(conn)
+        raise
+    release(conn)
+
+
+def execute_on(
+    conn: sa.Connection, sql: str, params: t.Mapping[str, t.Any] | None = None
+) -> tuple[list[tuple[t.Any, ...]], int]:
+    """Execute ``sql`` on ``conn``: as written without ``params`` (``%`` and
+    ``:name`` are not placeholders), else as :func:`sqlalchemy.text` with ``:name``
+    placeholders.
+
+    :returns: the rows (none when the statement returns none) and the row count.
+    """
+    if params is None:
+        result = conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)
+    else:
+        result = conn.execute(sa.text(sql), dict(params))
+    rows = [tuple(r) for r in result.fetchall()] if result.returns_rows else []
+    return rows, result.rowcount
 
 
 def send(engine: sa.Engine, sql: str) -> list[tuple[t.Any, ...]]:
@@ -277,14 +314,8 @@ def send(engine: sa.Engine, sql: str) -> list[tuple[t.Any, ...]]:
     Several statements in the message run as one implicit transaction; the rows of
     the last one are returned. A dropped connection is discarded, not retried.
     """
-    conn = open_autocommit_or_dispose(engine)
-    try:
-        result = conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)
-        rows = [tuple(r) for r in result.fetchall()] if result.returns_rows else []
-    except Exception as exc:
-        close_after_error(conn, engine, exc)
-        raise
-    release(conn)
+    with autocommit(engine) as conn:
+        rows, _ = execute_on(conn, sql)
     return rows
 
 

@@ -178,17 +178,25 @@ def test_ten_runs_under_kills_and_a_lost_commit_apply_each_revision_once(
     expected = _audit(database)
     assert sum(expected.values()) >= 20
     proxy.latency_seconds = 0.01  # a run lasts long enough for the kills to land
+    dropped_at_start = proxy.dropped_commits
     for run in range(10):
         _reset(database)
         lost = REVISIONS[run % len(REVISIONS)]
+        commits_seen: list[str] = []
 
-        def commits_lost(txn_text: str, lost: str = lost) -> bool:
+        def commits_lost(
+            txn_text: str, lost: str = lost, seen: list[str] = commits_seen
+        ) -> bool:
             match = _LEDGER_STEP.search(txn_text)
-            return match is not None and match.group(1) == lost
+            if match is None or match.group(1) != lost:
+                return False
+            seen.append(txn_text)
+            return True
 
-        # Every COMMIT of that revision loses its reply, until one has landed (a
-        # chaos kill may beat the first): then the retry finds its ledger row.
-        dropped_before = proxy.dropped_commits
+        # Every COMMIT of that revision loses its reply, until one has landed: then
+        # the retry finds its ledger row. A chaos kill may land between that COMMIT
+        # and its reply, leaving no reply to drop: so each run must have sent the
+        # COMMIT into the trap, and most runs must have lost its reply.
         proxy.drop_commit_reply(commits_lost)
         proxy.chaos(0.1, 0.8)
         statuses = run_revisions(proxy.url(database.name))
@@ -200,7 +208,8 @@ def test_ten_runs_under_kills_and_a_lost_commit_apply_each_revision_once(
         assert database.query(
             "SELECT count(*), count(DISTINCT step_id) FROM safe_migrate_ledger"
         ) == [(len(REVISIONS), len(REVISIONS))]
-        assert proxy.dropped_commits > dropped_before, f"run {run}: {lost}'s reply"
+        assert commits_seen, f"run {run}: {lost}'s COMMIT never reached the trap"
+    assert proxy.dropped_commits - dropped_at_start >= 7, "lost COMMIT replies"
     assert proxy.kills - proxy.dropped_commits >= 10, "the chaos kills landed"
 
 

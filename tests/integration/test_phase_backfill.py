@@ -457,7 +457,7 @@ def test_each_batch_costs_one_round_trip(
 def test_text_keys_are_paged_by_the_index(
     database: TestDatabase, proxy_url: str, engines: list[sa.Engine]
 ) -> None:
-    """A non-integer key (text) is paged with the index (OFFSET n-1 on the key)."""
+    """A non-integer key (text) is paged with the index (the next n keys)."""
     database.postgres.execute(
         "CREATE TABLE codes (code text PRIMARY KEY, v text); "
         "INSERT INTO codes (code) SELECT md5(g::text) FROM generate_series(1, 5000) g",
@@ -478,3 +478,84 @@ def test_text_keys_are_paged_by_the_index(
     )
     assert progress["updated"] == 5000
     assert progress["batches"] >= 3
+
+
+def keyed_table(db: TestDatabase, key_type: str, keys: t.Sequence[t.Any]) -> None:
+    """``keyed(k <key_type> PRIMARY KEY, v bigint)`` with exactly ``keys``."""
+    with connect_psycopg2(db.direct_url) as conn:
+        conn.autocommit = True
+        cur = conn.cursor()
+        cur.execute(f"CREATE TABLE keyed (k {key_type} PRIMARY KEY, v bigint)")
+        if keys:
+            cur.executemany("INSERT INTO keyed (k) VALUES (%s)", [(k,) for k in keys])
+        cur.execute("ANALYZE keyed")
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("key_type", "keys", "batch_size"),
+    [
+        pytest.param("bigint", list(range(10, 510, 10)), 7, id="sparse"),
+        pytest.param("bigint", [1, 2, 1000, 1001, 50_000], 3, id="gaps"),
+        pytest.param("bigint", list(range(1_000_001, 1_000_005)), 1000, id="not-at-1"),
+        pytest.param("integer", list(range(-20, 30)), 9, id="negative"),
+        pytest.param("bigint", [7], 1000, id="one-row"),
+        pytest.param("bigint", [1, 2], 1000, id="two-rows"),
+        pytest.param("smallint", [3, 4, 5], 1000, id="three-rows"),
+        pytest.param("bigint", list(range(1, 501)), 100, id="dense"),
+        pytest.param("text", ["a", "b", "c"], 1000, id="text-three-rows"),
+        pytest.param("text", [f"k{i:03d}" for i in range(0, 300, 3)], 7, id="text"),
+    ],
+)
+def test_backfill_counts_stay_within_the_keys_that_exist(
+    database: TestDatabase,
+    proxy_url: str,
+    engines: list[sa.Engine],
+    key_type: str,
+    keys: list[t.Any],
+    batch_size: int,
+) -> None:
+    """Counted keys are never negative, never more than the keys that exist, and
+    never go down; at the end they are exactly the keys, and the checkpoint is
+    the table's max key (never past it)."""
+    keyed_table(database, key_type, keys)
+    reg = StepRegistry()
+    reg.backfill("0001_keyed_v", table="keyed", key="k", set="v = 1")
+    runner = runner_for(
+        settings_for(proxy_url, backfill_batch_size=batch_size), reg, engines
+    )
+    seen: list[BackfillProgress] = []
+    runner.backfill.on_progress = seen.append
+    report = runner.run([Phase.BACKFILL])
+    assert [o.status for o in report.outcomes] == ["applied"]
+    assert database.scalar("SELECT count(*) FROM keyed WHERE v = 1") == len(keys)
+    scanned = [p.scanned for p in seen]
+    assert all(0 <= s <= len(keys) for s in scanned), scanned
+    assert scanned == sorted(scanned), scanned
+    assert scanned[-1] == len(keys)
+    assert [p.updated for p in seen] == sorted(p.updated for p in seen)
+    assert seen[-1].updated == len(keys)
+    assert "-" not in seen[-1].describe()
+    progress = database.scalar(
+        "SELECT progress FROM safe_migrate_ledger WHERE step_id = '0001_keyed_v'"
+    )
+    assert progress["scanned"] == len(keys)
+    assert progress["updated"] == len(keys)
+    assert database.scalar(
+        f"SELECT %s::{key_type} = max(k) FROM keyed", (progress["last"],)
+    ), f"checkpoint {progress['last']} is not the max key {max(keys)}"
+
+
+def test_backfill_of_an_empty_table_counts_nothing(
+    database: TestDatabase, proxy_url: str, engines: list[sa.Engine]
+) -> None:
+    """No keys: done in one batch, zero rows, no checkpoint."""
+    keyed_table(database, "bigint", [])
+    reg = StepRegistry()
+    reg.backfill("0001_keyed_v", table="keyed", key="k", set="v = 1")
+    report = runner_for(settings_for(proxy_url), reg, engines).run([Phase.BACKFILL])
+    assert [o.status for o in report.outcomes] == ["applied"]
+    progress = database.scalar(
+        "SELECT progress FROM safe_migrate_ledger WHERE step_id = '0001_keyed_v'"
+    )
+    assert (progress["scanned"], progress["updated"], progress["last"]) == (0, 0, None)

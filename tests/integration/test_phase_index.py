@@ -313,3 +313,36 @@ def test_function_index_step_gets_the_same_repair_and_refuses_blocking_builds(
     with pytest.raises(StepRefusedError, match=r"0002_blocking.*CONCURRENTLY"):
         runner_for(settings_for(proxy_url), blocking, engines).run([Phase.INDEX])
     assert index_state(database, "items_k2_idx") is None
+
+
+def test_round_trips_per_index_step(
+    database: TestDatabase, proxy: t.Any, engines: list[sa.Engine]
+) -> None:
+    """Counted at the proxy: a declarative index step costs 5 round trips (claim,
+    catalog, build, catalog, finish); a function step's other statement one more."""
+    database.postgres.execute(
+        "CREATE TABLE items (id bigserial PRIMARY KEY, k bigint, v bigint); "
+        "INSERT INTO items (k, v) SELECT g, g FROM generate_series(1, 100) g",
+        dbname=database.name,
+    )
+    reg = StepRegistry()
+    reg.index("0001_items_k", table="items", columns=["k"])
+    reg.index("0002_items_v", table="items", columns=["v"], unique=True)
+
+    @reg.index("0003_items_kv")
+    def build(m: StepHandle) -> None:
+        m.execute("CREATE INDEX CONCURRENTLY items_kv ON items (k, v)")
+        m.execute("ANALYZE items")
+
+    runner = runner_for(settings_for(proxy.url(database.name)), reg, engines)
+    runner.ensure_ledger()  # also pays the engine's first-connect queries
+    proxy.reset_counters()
+    report = runner.run([Phase.INDEX])
+    assert [o.status for o in report.outcomes] == ["applied"] * 3
+    assert proxy.round_trips == 1 + 5 + 5 + 6
+    assert proxy.connections_opened == 0
+    for name in ("items_k_idx", "items_v_key", "items_kv"):
+        assert index_state(database, name) == (True, True)
+    proxy.reset_counters()
+    assert runner.run([Phase.INDEX]).up_to_date
+    assert proxy.round_trips == 1

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import typing as t
+
 import pytest
+import sqlalchemy as sa
 
 from flask_safe_migrate.cli import ProgressPrinter
 from flask_safe_migrate.core.commands import record_step
 from flask_safe_migrate.core.exceptions import RegistrationError
+from flask_safe_migrate.core.exceptions import RetryExhaustedError
 from flask_safe_migrate.core.exceptions import StepRefusedError
+from flask_safe_migrate.core.ledger import Ledger
 from flask_safe_migrate.core.phases.backfill import MAX_BATCH
 from flask_safe_migrate.core.phases.backfill import BackfillProgress
 from flask_safe_migrate.core.phases.backfill import next_batch_size
+from flask_safe_migrate.core.phases.index import IndexPhase
 from flask_safe_migrate.core.phases.index import IndexTarget
 from flask_safe_migrate.core.phases.index import _custom_target
+from flask_safe_migrate.core.settings import MigrateSettings
 from flask_safe_migrate.core.sql import split_statements
 from flask_safe_migrate.core.steps import BackfillHandle
 from flask_safe_migrate.core.steps import Phase
+from flask_safe_migrate.core.steps import Step
 from flask_safe_migrate.core.steps import StepHandle
 from flask_safe_migrate.core.steps import StepRegistry
 from flask_safe_migrate.core.steps import default_index_name
@@ -117,8 +125,8 @@ def test_decorator_forms_register_functions_in_their_phase() -> None:
         m.execute("CREATE INDEX CONCURRENTLY IF NOT EXISTS t_v ON t (v)")
 
     assert [(s.id, s.phase, s.kind) for s in steps.steps()] == [
-        ("i", Phase.INDEX, "function"),
         ("b", Phase.BACKFILL, "function"),
+        ("i", Phase.INDEX, "function"),
     ]
     assert record_step(steps.get("b")) == ["UPDATE t SET v = 1 WHERE id > 0"]
 
@@ -230,3 +238,79 @@ def test_plan_of_a_dedup_index_shows_the_delete_batches_first() -> None:
         "\"p\" IS NOT NULL AND (lower(e)) IS NOT NULL AND (p <> '')) AS w "
         "WHERE w.k <> w.keep LIMIT 1000) RETURNING 1  -- repeated until none"
     )
+
+
+def test_steps_keep_registration_order_across_phases() -> None:
+    """``steps()`` is registration order across phases; a phase filter keeps it."""
+    steps = StepRegistry()
+    steps.sql("z_add", "ALTER TABLE t ADD COLUMN v int")
+    steps.backfill("a_fill", table="t", set="v = 1", where="v IS NULL")
+    steps.index("m_index", table="t", columns=["v"])
+    steps.sql("b_not_null", "ALTER TABLE t ALTER COLUMN v SET NOT NULL")
+    assert [s.id for s in steps.steps()] == ["z_add", "a_fill", "m_index", "b_not_null"]
+    assert [s.id for s in steps] == ["z_add", "a_fill", "m_index", "b_not_null"]
+    assert [s.id for s in steps.steps(Phase.SCHEMA)] == ["z_add", "b_not_null"]
+
+
+class TestLeaseWait:
+    """An index step waits for another migrator's lease on the shared policy."""
+
+    def phase(
+        self, replies: list[object], now: list[float]
+    ) -> tuple[IndexPhase, list[float]]:
+        sleeps: list[float] = []
+
+        def sleep(seconds: float) -> None:
+            sleeps.append(seconds)
+            now[0] += seconds
+
+        phase = IndexPhase(
+            MigrateSettings(database_uri="postgresql+psycopg2://u@localhost/d"),
+            sa.create_engine("postgresql+psycopg2://u@localhost/d"),
+            Ledger(),
+            owner="me",
+            sleep=sleep,
+            clock=lambda: now[0],
+        )
+
+        def query(sql: str) -> list[tuple[object, ...]]:
+            reply = replies.pop(0)
+            if isinstance(reply, BaseException):
+                raise reply
+            return [t.cast(tuple[object, ...], reply)]
+
+        phase.query = query  # type: ignore[method-assign]  # no database here
+        return phase, sleeps
+
+    def step(self) -> Step:
+        return StepRegistry().index("i", table="t", columns=["v"])
+
+    def test_polls_until_the_lease_is_free(self) -> None:
+        """Two polls a second apart while held, then claimed."""
+        held = (0, "running", "other", 30.0)
+        phase, sleeps = self.phase([held, held, (1, "running", "me", 60.0)], [0.0])
+        assert phase._claim_or_wait(self.step(), None) is None
+        assert sleeps == [1.0, 1.0]
+
+    def test_stops_at_the_deadline_naming_the_holder(self) -> None:
+        """Past the deadline the holder is returned (a ``partial`` outcome)."""
+        held = (0, "running", "other", 30.0)
+        phase, sleeps = self.phase([held] * 5, [0.0])
+        holder = phase._claim_or_wait(self.step(), 2.5)
+        assert holder == "other (lease expires in 30s)"
+        assert sleeps == [1.0, 1.0, 1.0]  # claims at 0, 1, 2 and 3 s
+
+    def test_applied_by_another_runner(self) -> None:
+        phase, sleeps = self.phase([(0, "applied", None, None)], [0.0])
+        assert phase._claim_or_wait(self.step(), None) == "applied"
+        assert sleeps == []
+
+    def test_an_unreachable_ledger_is_raised_not_waited_for(self) -> None:
+        """The query's own retries gave up: that error, not a lease wait."""
+        gave_up = RetryExhaustedError(
+            "gave up", attempts=3, elapsed_seconds=1.0, last_exception=OSError("x")
+        )
+        phase, sleeps = self.phase([gave_up], [0.0])
+        with pytest.raises(RetryExhaustedError):
+            phase._claim_or_wait(self.step(), 5.0)
+        assert sleeps == []

@@ -5,12 +5,12 @@ each batch as **one message** (one round trip), run by PostgreSQL as one implici
 transaction:
 
     SET LOCAL lock_timeout = ...; SET LOCAL statement_timeout = ...;
-    WITH cp AS (SELECT ... FROM ledger WHERE step_id = ... AND the checkpoint is
-                what this runner last saw FOR UPDATE),
-         bound AS (the key ``limit`` rows after the checkpoint),
-         upd AS (UPDATE table SET ... WHERE key > checkpoint AND key <= bound
-                 AND (where))
-    UPDATE ledger SET progress = new checkpoint, counts, batch time ... RETURNING
+    DO $$ lock the step's ledger row, if its checkpoint is what this runner
+          last saw (else do nothing); take the next n keys after the checkpoint
+          (an index scan); UPDATE table SET ... WHERE key > checkpoint AND
+          key <= the last of them AND (where); UPDATE ledger SET progress = that
+          last key, the keys counted, the rows updated, the batch time $$;
+    SELECT state, progress FROM ledger WHERE step_id = ...
 
 The batch and its checkpoint commit together or not at all. The ledger row is
 locked for the batch, so two runners alternate batches instead of repeating one,
@@ -38,7 +38,6 @@ import sqlalchemy as sa
 
 from ..disconnects import ErrorKind
 from ..disconnects import classify_error
-from ..disconnects import describe_error
 from ..disconnects import error_sqlstate
 from ..exceptions import StepFailedError
 from ..ledger import Ledger
@@ -48,13 +47,16 @@ from ..ledger import quote_ident
 from ..settings import MigrateSettings
 from ..steps import Step
 from ..steps import quote_name
-from ..transaction import close_after_error
-from ..transaction import open_autocommit_or_dispose
-from ..transaction import release
+from ..transaction import execute_on
 from ..transaction import send
-from ..transaction import send_idempotent
+from . import LiveHandle
 from . import PhaseRunner
 from . import StepOutcome
+from . import autocommit
+from . import connection_executor
+from . import describe_step
+from . import is_transient
+from . import translate_db_errors
 
 __all__ = ["BackfillPhase", "BackfillProgress", "next_batch_size"]
 
@@ -89,8 +91,9 @@ def next_batch_size(size: int, seconds: float, target: float) -> int:
 class BackfillProgress:
     """Where a backfill is: what the ledger's ``progress`` column holds, and rates.
 
-    ``scanned`` counts keys covered (an estimate within the last batch), ``updated``
-    the rows the batches changed; ``estimate`` is the table's row estimate.
+    ``scanned`` counts the keys the batches covered (keys that exist, each counted
+    once: never negative, never decreasing), ``updated`` the rows the batches
+    changed; ``estimate`` is the table's row estimate.
     """
 
     step_id: str
@@ -142,42 +145,6 @@ class BackfillProgress:
         return text
 
 
-class _BatchHandle:
-    """The handle of a ``@migrate.backfill`` function: one batch's transaction."""
-
-    def __init__(
-        self, step: Step, conn: sa.Connection, after: t.Any, limit: int
-    ) -> None:
-        self._step = step
-        self._conn = conn
-        self._after = after
-        self._limit = limit
-        self.rowcount = 0
-
-    @property
-    def step(self) -> Step:
-        return self._step
-
-    @property
-    def after(self) -> t.Any:
-        return self._after
-
-    @property
-    def limit(self) -> int:
-        return self._limit
-
-    def execute(
-        self, sql: str, params: t.Mapping[str, t.Any] | None = None
-    ) -> list[tuple[t.Any, ...]]:
-        if params is None:
-            result = self._conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)
-        else:
-            result = self._conn.execute(sa.text(sql), dict(params))
-        if result.rowcount and result.rowcount > 0:
-            self.rowcount += result.rowcount
-        return [tuple(r) for r in result.fetchall()] if result.returns_rows else []
-
-
 @dataclass
 class _Run:
     """State of one backfill step in this run."""
@@ -190,6 +157,23 @@ class _Run:
     key_type: str = "bigint"
     scanned_at_start: int = 0
     last_log: float = 0.0
+    #: Seconds this batch has waited for locked rows (the lock-retry budget).
+    lock_waits: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        """Whether the ledger says the step is applied."""
+        return self.progress.get("state") == "applied"
+
+
+def _batch_hint(exc: BaseException) -> str:
+    locked = classify_error(exc) is ErrorKind.LOCK_NOT_AVAILABLE
+    return (
+        "; rows of the batch stayed locked past "
+        "SAFE_MIGRATE_LOCK_RETRY_MAX_ELAPSED_SECONDS"
+        if locked
+        else ""
+    ) + "; the step stays running at its last checkpoint and the next run resumes it"
 
 
 class BackfillPhase(PhaseRunner):
@@ -233,86 +217,14 @@ class BackfillPhase(PhaseRunner):
             return StepOutcome(
                 step.id, "backfill", "skipped", detail="applied by another runner"
             )
-        failures = 0
-        lock_waits = 0.0
-        while run.progress.get("state") != "applied":
-            if deadline is not None and self._clock() >= deadline:
-                self._report(run, force=True)
-                logger.info(
-                    "step %s: time budget used; stopping at its checkpoint (%s)",
-                    step.id,
-                    self._progress(run).describe(),
-                )
-                return StepOutcome(
-                    step.id,
-                    "backfill",
-                    "partial",
-                    duration_seconds=self._clock() - started,
-                    detail=self._progress(run).describe(),
-                )
-            try:
-                self._batch(run)
-            except Exception as exc:
-                kind = classify_error(exc)
-                if error_sqlstate(exc) == _QUERY_CANCELED and run.size > MIN_BATCH:
-                    run.size = max(MIN_BATCH, run.size // 4)
-                    logger.warning(
-                        "step %s: a batch ran past statement_timeout (%.1fs); "
-                        "retrying with %d rows",
-                        step.id,
-                        self.batch_timeout_seconds,
-                        run.size,
-                    )
-                    continue
-                if kind is ErrorKind.LOCK_NOT_AVAILABLE:
-                    pause = self.settings.lock_timeout_seconds
-                    lock_waits += self.settings.lock_timeout_seconds + pause
-                    if lock_waits > self.settings.lock_retry_max_elapsed_seconds:
-                        raise self._failed(step, exc, "rows stayed locked") from exc
-                    run.size = max(MIN_BATCH, run.size // 2)
-                    logger.warning(
-                        "step %s: rows of the batch stayed locked past %.1fs; "
-                        "retrying with %d rows in %.1fs",
-                        step.id,
-                        self.settings.lock_timeout_seconds,
-                        run.size,
-                        pause,
-                    )
-                    self._sleep(pause)
-                    continue
-                if kind in (
-                    ErrorKind.DISCONNECT,
-                    ErrorKind.CONNECT_FAILED,
-                    ErrorKind.CONFLICT,
-                ):
-                    failures += 1
-                    if failures >= self.settings.retry_max_attempts:
-                        raise self._failed(
-                            step, exc, f"{failures} attempts in a row failed"
-                        ) from exc
-                    pause = self.backoff(failures)
-                    logger.warning(
-                        "step %s: batch interrupted (%s); resuming from the "
-                        "checkpoint in %.2fs",
-                        step.id,
-                        describe_error(exc),
-                        pause,
-                    )
-                    self._sleep(pause)
-                    before = int(run.progress.get("batches") or 0)
-                    self._reread(run)
-                    if int(run.progress.get("batches") or 0) > before:
-                        failures = 0  # the batch committed (its reply was lost)
-                    continue
-                raise self._failed(step, exc, "") from exc
-            failures = 0
-            lock_waits = 0.0
-            self._report(run)
-            if (
-                run.progress.get("state") != "applied"
-                and self.settings.backfill_pause_seconds
-            ):
-                self._sleep(self.settings.backfill_pause_seconds)
+        with translate_db_errors(step, doing="in a batch", hint=_batch_hint):
+            while not run.done:
+                if deadline is not None and self._clock() >= deadline:
+                    return self._stopped(run, started)
+                self._next_batch(run)
+                self._report(run)
+                if not run.done and self.settings.backfill_pause_seconds:
+                    self._sleep(self.settings.backfill_pause_seconds)
         self._report(run, force=True)
         progress = self._progress(run)
         logger.info("step %s: backfill done: %s", step.id, progress.describe())
@@ -324,15 +236,75 @@ class BackfillPhase(PhaseRunner):
             detail=f"{progress.updated:,} rows updated in {progress.batches} batches",
         )
 
-    def _failed(self, step: Step, exc: BaseException, why: str) -> StepFailedError:
-        where = f"step {step.id} ({step.location})"
-        reason = f" ({why})" if why else ""
-        return StepFailedError(
-            f"{where}: a batch failed{reason}: {describe_error(exc)}; the step stays "
-            "running at its last checkpoint and the next run resumes it",
-            step_id=step.id,
-            phase="backfill",
+    def _stopped(self, run: _Run, started: float) -> StepOutcome:
+        """The time budget is used: stop at the checkpoint (``partial``)."""
+        self._report(run, force=True)
+        where = self._progress(run).describe()
+        logger.info(
+            "step %s: time budget used; stopping at its checkpoint (%s)",
+            run.step.id,
+            where,
         )
+        return StepOutcome(
+            run.step.id,
+            "backfill",
+            "partial",
+            duration_seconds=self._clock() - started,
+            detail=where,
+        )
+
+    def _next_batch(self, run: _Run) -> None:
+        """Run one batch, whatever it takes (a small state machine):
+
+        - it ran: the lock-wait budget starts again;
+        - interrupted (a dropped connection, a conflict): again on the shared retry
+          policy; the batch re-reads its checkpoint under the row lock, so one
+          that committed although its reply was lost is not run twice;
+        - past ``statement_timeout``: again at once with a quarter of the rows;
+        - its rows stayed locked past ``lock_timeout``: again with half the rows
+          after a pause as long, while the lock-retry budget lasts;
+        - anything else: raised.
+        """
+        policy = self.policy(retry=is_transient, max_elapsed=False)
+        while True:
+            try:
+                policy.call(self._batch, run)
+            except Exception as exc:
+                if not self._shrink(run, exc):
+                    raise
+                continue
+            run.lock_waits = 0.0
+            return
+
+    def _shrink(self, run: _Run, exc: Exception) -> bool:
+        """Shrink the batch after a timeout or locked rows; False: give up."""
+        if error_sqlstate(exc) == _QUERY_CANCELED and run.size > MIN_BATCH:
+            run.size = max(MIN_BATCH, run.size // 4)
+            logger.warning(
+                "step %s: a batch ran past statement_timeout (%.1fs); "
+                "retrying with %d rows",
+                run.step.id,
+                self.batch_timeout_seconds,
+                run.size,
+            )
+            return True
+        if classify_error(exc) is not ErrorKind.LOCK_NOT_AVAILABLE:
+            return False
+        pause = self.settings.lock_timeout_seconds
+        run.lock_waits += self.settings.lock_timeout_seconds + pause
+        if run.lock_waits > self.settings.lock_retry_max_elapsed_seconds:
+            return False
+        run.size = max(MIN_BATCH, run.size // 2)
+        logger.warning(
+            "step %s: rows of the batch stayed locked past %.1fs; "
+            "retrying with %d rows in %.1fs",
+            run.step.id,
+            self.settings.lock_timeout_seconds,
+            run.size,
+            pause,
+        )
+        self._sleep(pause)
+        return True
 
     # -- ledger row ------------------------------------------------------------------
 
@@ -342,68 +314,24 @@ class BackfillPhase(PhaseRunner):
         One message: the row (state ``running``), the key's type and the table's
         row estimate.
         """
-        q = self.ledger.qualified
-        sid = literal(step.id)
         initial = {"scanned": 0, "updated": 0, "batches": 0, "last": None}
-        parts = [
-            f"INSERT INTO {q} AS l (step_id, phase, checksum, state, attempts, "
-            f"progress) VALUES ({sid}, 'backfill', {literal(step.checksum)}, "
-            f"'running', 1, {literal(initial)}) ON CONFLICT (step_id) DO UPDATE SET "
-            "attempts = l.attempts + 1, checksum = EXCLUDED.checksum "
-            "WHERE l.state <> 'applied'"
-        ]
+        start = self.ledger.start_sql(
+            step.id, phase="backfill", checksum=step.checksum, progress=initial
+        )
+        columns = ["true", "NULL", "NULL", "true"]
         if step.fn is None:
-            table = literal(quote_name(step.options["table"]))
-            key = literal(step.options["key"])
-            parts.append(
-                f"SELECT l.state, l.progress, to_regclass({table}) IS NOT NULL, "
-                "(SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-                f"WHERE a.attrelid = to_regclass({table}) AND a.attname = {key} "
-                "AND NOT a.attisdropped), "
-                "(SELECT c.reltuples::bigint FROM pg_class c "
-                f"WHERE c.oid = to_regclass({table})), "
-                "EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a "
-                "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
-                f"WHERE i.indrelid = to_regclass({table}) AND a.attname = {key}) "
-                f"FROM {q} l WHERE l.step_id = {sid}"
-            )
-        else:
-            parts.append(
-                f"SELECT l.state, l.progress, true, NULL, NULL, true FROM {q} l "
-                f"WHERE l.step_id = {sid}"
-            )
-        rows = send_idempotent(self.engine, ";\n".join(parts), self.policy())
+            columns = _table_facts(step.options["table"], step.options["key"])
+        read = self.ledger.progress_sql(step.id, columns=columns)
+        rows = self.query(f"{start};\n{read}")
         state, progress, table_exists, key_type, estimate, indexed = rows[0]
         if state == "applied":
             logger.info("step %s: already applied by another runner", step.id)
             return None
-        where = f"step {step.id} ({step.location})"
-        if not table_exists:
-            raise StepFailedError(
-                f"{where}: table {step.options['table']} does not exist",
-                step_id=step.id,
-                phase="backfill",
-            )
-        if step.fn is None and key_type is None:
-            raise StepFailedError(
-                f"{where}: table {step.options['table']} has no column "
-                f"{step.options['key']} (the key=)",
-                step_id=step.id,
-                phase="backfill",
-            )
-        if not indexed:
-            logger.warning(
-                "step %s: no index starts with %s.%s, so every batch scans the "
-                "table; backfill on an indexed key (the primary key)",
-                step.id,
-                step.options["table"],
-                step.options["key"],
-            )
+        self._check_table(step, table_exists, key_type, indexed)
         progress = dict(progress or initial)
-        size = int(progress.get("batch_size") or self.settings.backfill_batch_size)
         run = _Run(
             step=step,
-            size=size,
+            size=int(progress.get("batch_size") or self.settings.backfill_batch_size),
             started=self._clock(),
             progress=progress,
             estimate=max(0, int(estimate)) if estimate is not None else None,
@@ -419,16 +347,31 @@ class BackfillPhase(PhaseRunner):
             )
         return run
 
-    def _reread(self, run: _Run) -> None:
-        rows = send_idempotent(
-            self.engine,
-            f"SELECT state, progress FROM {self.ledger.qualified} "
-            f"WHERE step_id = {literal(run.step.id)}",
-            self.policy(),
-        )
-        state, progress = rows[0]
-        run.progress = dict(progress or {})
-        run.progress["state"] = state
+    def _check_table(
+        self, step: Step, table_exists: bool, key_type: str | None, indexed: bool
+    ) -> None:
+        """Refuse a missing table or key column; warn of an unindexed key."""
+        if not table_exists:
+            raise StepFailedError(
+                f"{describe_step(step)}: table {step.options['table']} does not exist",
+                step_id=step.id,
+                phase="backfill",
+            )
+        if step.fn is None and key_type is None:
+            raise StepFailedError(
+                f"{describe_step(step)}: table {step.options['table']} has no column "
+                f"{step.options['key']} (the key=)",
+                step_id=step.id,
+                phase="backfill",
+            )
+        if not indexed:
+            logger.warning(
+                "step %s: no index starts with %s.%s, so every batch scans the "
+                "table; backfill on an indexed key (the primary key)",
+                step.id,
+                step.options["table"],
+                step.options["key"],
+            )
 
     # -- batches -------------------------------------------------------------------
 
@@ -452,165 +395,125 @@ class BackfillPhase(PhaseRunner):
         nothing, and the row read after it is the fresh checkpoint."""
         rows = send(self.engine, self.batch_sql(run))
         state, progress = rows[0]
-        self._advance(run, state, dict(progress))
+        self._advance(run, dict(progress, state=state), None)
 
     def batch_sql(self, run: _Run) -> str:
-        """The message of the next batch of a declarative backfill."""
+        """The message of the next batch of a declarative backfill.
+
+        The batch is the next ``n`` keys after the checkpoint (an index scan of n
+        entries): its last key is the new checkpoint, which so never passes the
+        table's max key, and the keys counted are keys that exist.
+        """
         step, opts = run.step, run.step.options
-        q = self.ledger.qualified
-        sid = literal(step.id)
-        table = quote_name(opts["table"])
-        key = quote_ident(opts["key"])
+        table, key = quote_name(opts["table"]), quote_ident(opts["key"])
         last = run.progress.get("last")
         last_text = literal(None if last is None else str(last))
-        last_value = f"{last_text}::{run.key_type}"
+        after = f"{key} > {last_text}::{run.key_type}" if last is not None else "true"
         where = f" AND ({opts['where']})" if opts.get("where") else ""
-        n = run.size
-        if run.key_type in _INTEGER_TYPES:
-            # Integer keys: the range is the next n key values, found without a
-            # scan; sparse keys make light batches, which the sizing then grows.
-            low = (
-                last_value
-                if last is not None
-                else f"(SELECT min({key}) - 1 FROM {table})"
-            )
-            bounds = (
-                f"_sm_lo := {low};\n"
-                f"SELECT max({key}) INTO _sm_max FROM {table};\n"
-                "IF _sm_max IS NOT NULL AND _sm_lo < _sm_max THEN "
-                f"_sm_hi := _sm_lo + {n}; END IF;\n"
-            )
-            in_range = f"{key} > _sm_lo AND {key} <= _sm_hi"
-            scanned = "least(_sm_hi, _sm_max) - _sm_lo"
-            extent = (
-                "'key_max', _sm_max, 'key_min', coalesce(progress->'key_min', "
-                "to_jsonb(_sm_lo)), "
-            )
-        else:
-            after = f"{key} > {last_value}" if last is not None else "true"
-            bounds = (
-                f"_sm_hi := coalesce((SELECT {key} FROM {table} WHERE {after} "
-                f"ORDER BY {key} OFFSET {n - 1} LIMIT 1), "
-                f"(SELECT max({key}) FROM {table} WHERE {after}));\n"
-            )
-            in_range = f"{after} AND {key} <= _sm_hi"
-            scanned = str(n)
-            extent = ""
+        advance = self.ledger.advance_checkpoint_sql(
+            step.id,
+            last="_sm_hi",
+            keys="_sm_c",
+            rows="_sm_n",
+            seconds="_sm_s",
+            batch_size=run.size,
+            extra=self._key_range(run, f"{last_text}::{run.key_type}"),
+        )
         body = (
             "#variable_conflict use_column\n"
-            f"DECLARE _sm_lo {run.key_type}; _sm_hi {run.key_type}; "
-            f"_sm_max {run.key_type}; _sm_n bigint := 0; _sm_s float8;\n"
+            f"DECLARE _sm_first {run.key_type}; _sm_hi {run.key_type}; "
+            "_sm_c bigint := 0; _sm_n bigint := 0; _sm_s float8;\n"
             "BEGIN\n"
-            f"PERFORM 1 FROM {q} WHERE step_id = {sid} AND state = 'running' "
-            f"AND (progress->>'last') IS NOT DISTINCT FROM {last_text} FOR UPDATE;\n"
+            f"{self.ledger.lock_checkpoint_sql(step.id, last=last_text)};\n"
             "IF NOT FOUND THEN RETURN; END IF;\n"
-            f"{bounds}"
+            "SELECT min(_sm_k), max(_sm_k), count(*) INTO _sm_first, _sm_hi, _sm_c "
+            f"FROM (SELECT {key} AS _sm_k FROM {table} WHERE {after} "
+            f"ORDER BY {key} LIMIT {run.size}) AS _sm_b;\n"
             "IF _sm_hi IS NOT NULL THEN\n"
-            f"UPDATE {table} SET {opts['set']} WHERE {in_range}{where};\n"
-            "GET DIAGNOSTICS _sm_n = ROW_COUNT;\n"
-            "END IF;\n"
+            f"UPDATE {table} SET {opts['set']} WHERE {after} AND {key} <= _sm_hi"
+            f"{where};\nGET DIAGNOSTICS _sm_n = ROW_COUNT;\nEND IF;\n"
             "_sm_s := extract(epoch FROM clock_timestamp() - statement_timestamp());\n"
-            f"UPDATE {q} SET progress = progress || jsonb_build_object("
-            "'last', coalesce(_sm_hi::text, progress->>'last'), "
-            "'updated', coalesce((progress->>'updated')::bigint, 0) + _sm_n, "
-            "'scanned', coalesce((progress->>'scanned')::bigint, 0) + "
-            f"coalesce({scanned}, 0), {extent}"
-            "'batches', coalesce((progress->>'batches')::bigint, 0) + 1, "
-            f"'batch_size', {n}, 'last_batch_seconds', _sm_s, "
-            "'max_batch_seconds', greatest(coalesce((progress->>"
-            "'max_batch_seconds')::float8, 0), _sm_s)), "
-            "state = CASE WHEN _sm_hi IS NULL THEN 'applied' ELSE 'running' END, "
-            "applied_at = CASE WHEN _sm_hi IS NULL THEN clock_timestamp() END, "
-            "duration_seconds = coalesce(duration_seconds, 0) + _sm_s "
-            f"WHERE step_id = {sid};\n"
-            "END"
+            f"{advance};\nEND"
         )
         tag = "$safe_migrate_batch$"
         if tag in body:
             raise StepFailedError(
-                f"step {step.id} ({step.location}): its SQL contains {tag}",
+                f"{describe_step(step)}: its SQL contains {tag}",
                 step_id=step.id,
                 phase="backfill",
             )
-        return (
-            f"{self._settings_sql()};\n"
-            f"DO {tag}\n{body}\n{tag};\n"
-            f"SELECT state, progress FROM {q} WHERE step_id = {sid}"
-        )
+        read = self.ledger.progress_sql(step.id)
+        return f"{self._settings_sql()};\nDO {tag}\n{body}\n{tag};\n{read}"
 
-    def _advance(self, run: _Run, state: str, progress: dict[str, t.Any]) -> None:
+    def _key_range(self, run: _Run, last: str) -> dict[str, str]:
+        """Integer keys also record the key range, for the done fraction."""
+        if run.key_type not in _INTEGER_TYPES:
+            return {}
+        table, key = (
+            quote_name(run.step.options["table"]),
+            quote_ident(run.step.options["key"]),
+        )
+        return {
+            "key_max": f"(SELECT max({key}) FROM {table})",
+            "key_min": "coalesce(progress->'key_min', "
+            f"to_jsonb(coalesce({last}, _sm_first - 1)))",
+        }
+
+    def _advance(
+        self, run: _Run, progress: dict[str, t.Any], seconds: float | None
+    ) -> None:
+        """Take the ledger's word for where the step is; size the next batch by
+        the time this one took (the server's measure when ``seconds`` is None)."""
         run.progress = progress
-        run.progress["state"] = state
-        seconds = float(progress.get("last_batch_seconds") or 0.0)
+        if seconds is None:
+            seconds = float(progress.get("last_batch_seconds") or 0.0)
+        elif not seconds:
+            return  # nothing ran: keep the size
         run.size = next_batch_size(
             run.size, seconds, self.settings.backfill_batch_seconds
         )
 
     def _function_batch(self, run: _Run) -> None:
+        """One batch of a ``@migrate.backfill`` function in one transaction, its
+        checkpoint read under the row lock and written before COMMIT."""
         step = run.step
         assert step.fn is not None
-        q = self.ledger.qualified
-        sid = literal(step.id)
-        conn = open_autocommit_or_dispose(self.engine)
-        t0 = self._clock()
-        try:
-            row = conn.exec_driver_sql(
-                f"BEGIN;\n{self._settings_sql()};\n"
-                f"SELECT state, progress FROM {q} WHERE step_id = {sid} FOR UPDATE",
-                execution_options=_NO_PARAMS,
-            ).fetchone()
-            assert row is not None
-            state, progress = str(row[0]), dict(row[1] or {})
+        with autocommit(self.engine) as conn:
+            t0 = self._clock()  # after connecting: the batch's own time
+            read = self.ledger.progress_sql(step.id, lock=True)
+            rows, _ = execute_on(conn, f"BEGIN;\n{self._settings_sql()};\n{read}")
+            state, progress = str(rows[0][0]), dict(rows[0][1] or {})
             seconds = 0.0
             if state != "applied":
-                handle = _BatchHandle(step, conn, progress.get("cursor"), run.size)
+                handle = LiveHandle(
+                    step,
+                    connection_executor(conn),
+                    after=progress.get("cursor"),
+                    limit=run.size,
+                    connection=conn,
+                )
                 cursor = step.fn(handle)
                 seconds = self._clock() - t0
                 state = "running" if cursor is not None else "applied"
-                progress.update(
-                    cursor=cursor,
-                    updated=int(progress.get("updated") or 0) + handle.rowcount,
-                    scanned=int(progress.get("scanned") or 0) + handle.rowcount,
-                    batches=int(progress.get("batches") or 0) + 1,
-                    batch_size=run.size,
-                    last_batch_seconds=seconds,
-                    max_batch_seconds=max(
-                        float(progress.get("max_batch_seconds") or 0.0), seconds
-                    ),
-                )
-                conn.exec_driver_sql(
-                    self._function_checkpoint_sql(step, state, progress, seconds),
-                    execution_options=_NO_PARAMS,
-                )
-        except Exception as exc:
-            close_after_error(conn, self.engine, exc)
-            raise
-        release(conn)
-        run.progress = {**progress, "state": state}
-        if seconds:
-            run.size = next_batch_size(
-                run.size, seconds, self.settings.backfill_batch_seconds
-            )
+                _count_batch(progress, cursor, handle.rowcount, run.size, seconds)
+                execute_on(conn, self._checkpoint_sql(step, state, progress, seconds))
+        self._advance(run, dict(progress, state=state), seconds)
 
-    def _function_checkpoint_sql(
+    def _checkpoint_sql(
         self, step: Step, state: str, progress: dict[str, t.Any], seconds: float
     ) -> str:
         try:
-            value = literal(progress)
+            sql = self.ledger.checkpoint_sql(
+                step.id, state=state, progress=progress, seconds=seconds
+            )
         except (TypeError, ValueError) as exc:
             raise StepFailedError(
-                f"step {step.id} ({step.location}): the function returned a "
-                f"checkpoint that is not JSON: {progress.get('cursor')!r}",
+                f"{describe_step(step)}: the function returned a checkpoint that is "
+                f"not JSON: {progress.get('cursor')!r}",
                 step_id=step.id,
                 phase="backfill",
             ) from exc
-        applied_at = "clock_timestamp()" if state == "applied" else "NULL"
-        return (
-            f"UPDATE {self.ledger.qualified} SET progress = {value}, "
-            f"state = {literal(state)}, applied_at = {applied_at}, "
-            "duration_seconds = coalesce(duration_seconds, 0) + "
-            f"{literal(float(seconds))} WHERE step_id = {literal(step.id)};\nCOMMIT"
-        )
+        return f"{sql};\nCOMMIT"
 
     # -- progress ------------------------------------------------------------------
 
@@ -642,6 +545,38 @@ class BackfillPhase(PhaseRunner):
         if force or now - run.last_log >= LOG_EVERY_SECONDS:
             run.last_log = now
             logger.info("step %s: %s", run.step.id, progress.describe())
+
+
+def _table_facts(table: str, key: str) -> list[str]:
+    """Columns that read, with the ledger row, whether ``table`` exists, the type
+    of ``key``, the row estimate, and whether an index starts with ``key``."""
+    regclass = f"to_regclass({literal(quote_name(table))})"
+    name = literal(key)
+    return [
+        f"{regclass} IS NOT NULL",
+        "(SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        f"WHERE a.attrelid = {regclass} AND a.attname = {name} "
+        "AND NOT a.attisdropped)",
+        f"(SELECT c.reltuples::bigint FROM pg_class c WHERE c.oid = {regclass})",
+        "EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a "
+        "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+        f"WHERE i.indrelid = {regclass} AND a.attname = {name})",
+    ]
+
+
+def _count_batch(
+    progress: dict[str, t.Any], cursor: t.Any, rows: int, size: int, seconds: float
+) -> None:
+    """Add one function batch to ``progress``: its cursor, rows and time."""
+    progress.update(
+        cursor=cursor,
+        updated=int(progress.get("updated") or 0) + rows,
+        scanned=int(progress.get("scanned") or 0) + rows,
+        batches=int(progress.get("batches") or 0) + 1,
+        batch_size=size,
+        last_batch_seconds=seconds,
+        max_batch_seconds=max(float(progress.get("max_batch_seconds") or 0.0), seconds),
+    )
 
 
 def _key_fraction(progress: t.Mapping[str, t.Any]) -> float | None:

@@ -21,6 +21,7 @@ index (dropped and rebuilt). The build's own transactions are PostgreSQL's.
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import socket
@@ -28,35 +29,43 @@ import threading
 import typing as t
 import uuid
 from dataclasses import dataclass
+from dataclasses import field
 
 import pglast
 import pglast.ast
 import pglast.enums
 import sqlalchemy as sa
 
-from ..disconnects import ErrorKind
-from ..disconnects import classify_error
 from ..disconnects import describe_error
 from ..disconnects import error_sqlstate
+from ..exceptions import RetryExhaustedError
 from ..exceptions import StepFailedError
 from ..exceptions import StepRefusedError
 from ..ledger import Ledger
-from ..ledger import duration_literal
 from ..ledger import literal
 from ..ledger import quote_ident
+from ..retry import RetryIf
+from ..retry import RetryPolicy
+from ..retry import RetryState
 from ..settings import MigrateSettings
 from ..sql import SqlSyntaxError
+from ..sql import Statement
 from ..sql import StatementKind
 from ..sql import split_statements
 from ..steps import Step
 from ..steps import index_element
 from ..steps import quote_name
-from ..transaction import open_autocommit
-from ..transaction import release
+from ..transaction import execute_on
 from ..transaction import send
-from ..transaction import send_idempotent
+from . import Executor
+from . import LiveHandle
 from . import PhaseRunner
+from . import Rows
 from . import StepOutcome
+from . import autocommit
+from . import describe_step
+from . import is_transient
+from . import translate_db_errors
 
 __all__ = ["IndexPhase", "IndexTarget", "dedup_sql", "migrator_id"]
 
@@ -121,6 +130,17 @@ class IndexTarget:
         )
 
 
+class _Situation(enum.Enum):
+    """What the catalog says of an index, and so what :meth:`ensure_index` does."""
+
+    NO_TABLE = "no table"  # fail
+    NOT_AN_INDEX = "not an index"  # fail: the name is taken
+    VALID = "valid"  # done
+    BUILDING = "building"  # another session builds it: wait, read again
+    INVALID = "invalid"  # an interrupted build: drop it, read again
+    MISSING = "missing"  # de-duplicate, build, read again
+
+
 @dataclass(frozen=True)
 class _IndexState:
     table_exists: bool
@@ -129,6 +149,56 @@ class _IndexState:
     same_table: bool
     building: bool
     statement_timeout: str
+
+    @property
+    def situation(self) -> _Situation:
+        if not self.table_exists:
+            return _Situation.NO_TABLE
+        if self.relkind is None:
+            return _Situation.MISSING
+        if self.relkind not in ("i", "I") or not self.same_table:
+            return _Situation.NOT_AN_INDEX
+        if self.valid:
+            return _Situation.VALID
+        return _Situation.BUILDING if self.building else _Situation.INVALID
+
+
+@dataclass
+class _Build:
+    """One :meth:`IndexPhase.ensure_index`: its target and what it did so far."""
+
+    step: Step
+    target: IndexTarget
+    done: list[str] = field(default_factory=list)
+    drops: int = 0
+    dedup_rounds: int = 0
+    deduped: bool = False
+    waited_logged: bool = False
+    statement_timeout: str = "0"
+
+    def hint(self, exc: BaseException) -> str:
+        """What to do about a failed build (duplicates, a server timeout)."""
+        return _build_hint(error_sqlstate(exc), self.target, self.statement_timeout)
+
+    def redo_dedup(self, exc: BaseException) -> bool:
+        """After duplicates arrived during the build: de-duplicate again, if allowed."""
+        if (
+            error_sqlstate(exc) != _UNIQUE_VIOLATION
+            or self.target.dedup_keep is None
+            or self.dedup_rounds >= DEDUP_ROUNDS
+        ):
+            return False
+        self.dedup_rounds += 1
+        self.deduped = False
+        return True
+
+
+class _LeaseHeldError(Exception):
+    """Another migrator holds the step's build lease (retried: waited for)."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(f"{holder} holds the build lease")
+        self.holder = holder
 
 
 class _Lease:
@@ -173,93 +243,69 @@ class _Lease:
                 )
 
 
-class IndexHandle:
-    """The handle of a ``@migrate.index`` function: each build is repaired and
-    confirmed valid; other index statements are sent outside a transaction."""
-
-    def __init__(self, phase: IndexPhase, step: Step) -> None:
-        self._phase = phase
-        self._step = step
-        self.built: list[str] = []
-
-    @property
-    def step(self) -> Step:
-        return self._step
-
-    def execute(
-        self, sql: str, params: t.Mapping[str, t.Any] | None = None
-    ) -> list[tuple[t.Any, ...]]:
-        where = f"step {self._step.id} ({self._step.location})"
-        if params:
-            raise StepRefusedError(
-                f"{where}: index statements take no parameters; put the values in "
-                "the SQL",
-                step_id=self._step.id,
-                phase="index",
-            )
-        target = _custom_target(where, self._step, sql)
-        if target is None:
-            return send_idempotent(self._phase.engine, sql, self._phase.policy())
-        self._phase.ensure_index(self._step, target)
-        self.built.append(target.name)
-        return []
+def _refused(where: str, step: Step, message: str) -> StepRefusedError:
+    return StepRefusedError(f"{where}: {message}", step_id=step.id, phase="index")
 
 
-def _custom_target(where: str, step: Step, sql: str) -> IndexTarget | None:
-    """The build of a custom index statement, or None for another index statement."""
+def _one_statement(where: str, step: Step, sql: str) -> Statement:
+    """The one index statement of an ``execute()`` (anything else is refused)."""
     try:
         statements = split_statements(sql)
     except SqlSyntaxError as exc:
-        raise StepRefusedError(
-            f"{where}: invalid SQL: {exc.message}", step_id=step.id, phase="index"
-        ) from exc
+        raise _refused(where, step, f"invalid SQL: {exc.message}") from exc
     if len(statements) != 1:
-        raise StepRefusedError(
-            f"{where}: send one statement per execute() in an index step (a "
-            "concurrent build cannot share a message with anything)",
-            step_id=step.id,
-            phase="index",
+        raise _refused(
+            where,
+            step,
+            "send one statement per execute() in an index step (a concurrent build "
+            "cannot share a message with anything)",
         )
     stmt = statements[0]
     if stmt.kind in (StatementKind.TRANSACTION_CONTROL, StatementKind.SESSION_SETTING):
-        raise StepRefusedError(
-            f"{where}: {stmt.kind.value} is not allowed in a step: {stmt.sql}",
-            step_id=step.id,
-            phase="index",
+        raise _refused(
+            where, step, f"{stmt.kind.value} is not allowed in a step: {stmt.sql}"
         )
     if stmt.node_type not in _INDEX_NODES:
-        raise StepRefusedError(
-            f"{where}: an index step runs index statements only (CREATE/DROP INDEX "
+        raise _refused(
+            where,
+            step,
+            "an index step runs index statements only (CREATE/DROP INDEX "
             f"CONCURRENTLY, REINDEX, ANALYZE), not {stmt.node_type}: {stmt.sql}",
-            step_id=step.id,
-            phase="index",
         )
+    return stmt
+
+
+def _custom_target(where: str, step: Step, sql: str) -> IndexTarget | None:
+    """The build of a custom index statement, or None for another index statement.
+
+    :param where: how refusals name the step.
+    """
+    stmt = _one_statement(where, step, sql)
     node = pglast.parse_sql(stmt.sql)[0].stmt
     if isinstance(node, pglast.ast.AlterTableStmt) and node.objtype != (
         pglast.enums.ObjectType.OBJECT_INDEX
     ):
-        raise StepRefusedError(
-            f"{where}: an index step runs index statements only; ALTER TABLE "
-            f"belongs in a schema step: {stmt.sql}",
-            step_id=step.id,
-            phase="index",
+        raise _refused(
+            where,
+            step,
+            "an index step runs index statements only; ALTER TABLE belongs in a "
+            f"schema step: {stmt.sql}",
         )
-    if stmt.node_type != "IndexStmt":
+    if not isinstance(node, pglast.ast.IndexStmt):
         return None
-    assert isinstance(node, pglast.ast.IndexStmt)
     if not node.concurrent:
-        raise StepRefusedError(
-            f"{where}: CREATE INDEX without CONCURRENTLY blocks writes to the table "
-            f"for the whole build; add CONCURRENTLY: {stmt.sql}",
-            step_id=step.id,
-            phase="index",
+        raise _refused(
+            where,
+            step,
+            "CREATE INDEX without CONCURRENTLY blocks writes to the table for the "
+            f"whole build; add CONCURRENTLY: {stmt.sql}",
         )
     if not node.idxname:
-        raise StepRefusedError(
-            f"{where}: name the index, so an interrupted build can be found and "
-            f"repaired: {stmt.sql}",
-            step_id=step.id,
-            phase="index",
+        raise _refused(
+            where,
+            step,
+            "name the index, so an interrupted build can be found and repaired: "
+            f"{stmt.sql}",
         )
     relation = node.relation
     assert relation is not None
@@ -297,30 +343,21 @@ class IndexPhase(PhaseRunner):
             INVALID index it left is dropped first.
         """
         started = self._clock()
-        attempts = 0
-        while True:
-            claim = self._claim(step)
-            if claim == "applied":
-                logger.info("step %s: already applied by another runner", step.id)
-                return StepOutcome(
-                    step.id, "index", "skipped", detail="applied by another runner"
-                )
-            if claim == "mine":
-                break
-            if deadline is not None and self._clock() >= deadline:
-                return StepOutcome(
-                    step.id, "index", "partial", detail=f"waiting for {claim}"
-                )
-            if attempts % 30 == 0:
-                logger.info(
-                    "step %s: %s holds the build lease; waiting", step.id, claim
-                )
-            attempts += 1
-            self._sleep(POLL_SECONDS)
+        holder = self._claim_or_wait(step, deadline)
+        if holder == "applied":
+            logger.info("step %s: already applied by another runner", step.id)
+            return StepOutcome(
+                step.id, "index", "skipped", detail="applied by another runner"
+            )
+        if holder is not None:
+            return StepOutcome(
+                step.id, "index", "partial", detail=f"waiting for {holder}"
+            )
         try:
             with _Lease(self, step, self.settings.index_lease_seconds / 3):
                 detail = self._build_step(step)
-            self._finish(step, self._clock() - started)
+            seconds = self._clock() - started
+            self.query(self.ledger.finish_sql(step.id, seconds=seconds))
         except BaseException:
             self._release_lease(step)
             raise
@@ -335,207 +372,202 @@ class IndexPhase(PhaseRunner):
         )
 
     def _build_step(self, step: Step) -> str:
-        if step.fn is not None:
-            handle = IndexHandle(self, step)
+        if step.fn is None:
+            assert step.sql is not None
+            target = IndexTarget.from_options(step.options, step.sql)
+            return self.ensure_index(step, target)
+        built: list[str] = []
+        handle = LiveHandle(step, self._executor(step, built))
+        with translate_db_errors(step, hint=_last_statement(handle)):
             step.fn(handle)
-            return f"built {', '.join(handle.built)}" if handle.built else ""
-        assert step.sql is not None
-        return self.ensure_index(step, IndexTarget.from_options(step.options, step.sql))
+        return f"built {', '.join(built)}" if built else ""
+
+    def _executor(self, step: Step, built: list[str]) -> Executor:
+        """Builds go through :meth:`ensure_index`; other index statements are
+        sent outside a transaction."""
+
+        def execute(sql: str, params: t.Mapping[str, t.Any] | None) -> tuple[Rows, int]:
+            if params:
+                raise _refused(
+                    describe_step(step),
+                    step,
+                    "index statements take no parameters; put the values in the SQL",
+                )
+            target = _custom_target(describe_step(step), step, sql)
+            if target is None:
+                return self.query(sql), 0
+            self.ensure_index(step, target)
+            built.append(target.name)
+            return [], 0
+
+        return execute
 
     # -- the lease -----------------------------------------------------------------
 
-    def _claim(self, step: Step) -> str:
-        """``mine``, ``applied``, or who holds the lease (and for how long)."""
-        q = self.ledger.qualified
-        sql = (
-            f"WITH claim AS (INSERT INTO {q} AS l (step_id, phase, checksum, state, "
-            "attempts, lease_owner, lease_expires_at) VALUES "
-            f"({literal(step.id)}, 'index', {literal(step.checksum)}, 'running', 1, "
-            f"{literal(self.owner)}, clock_timestamp() + {self._lease_interval()}) "
-            "ON CONFLICT (step_id) DO UPDATE SET lease_owner = EXCLUDED.lease_owner, "
-            "lease_expires_at = EXCLUDED.lease_expires_at, "
-            "checksum = EXCLUDED.checksum, "
-            "attempts = l.attempts + (l.lease_owner IS DISTINCT FROM "
-            "EXCLUDED.lease_owner)::int "
-            "WHERE l.state <> 'applied' AND (l.lease_owner IS NULL OR "
-            "l.lease_owner = EXCLUDED.lease_owner OR "
-            "l.lease_expires_at < clock_timestamp()) RETURNING 1) "
-            "SELECT (SELECT count(*) FROM claim), "
-            f"(SELECT state FROM {q} WHERE step_id = {literal(step.id)}), "
-            f"(SELECT lease_owner FROM {q} WHERE step_id = {literal(step.id)}), "
-            "(SELECT extract(epoch FROM lease_expires_at - clock_timestamp()) "
-            f"FROM {q} WHERE step_id = {literal(step.id)})"
+    def _claim_or_wait(self, step: Step, deadline: float | None) -> str | None:
+        """Claim the lease, waiting for another holder (polled on the shared
+        policy); None once claimed, ``applied``, or the holder at ``deadline``."""
+
+        def log_wait(state: RetryState) -> None:
+            if state.attempt % 30 == 1:
+                logger.info("step %s: %s; waiting", step.id, state.exception)
+
+        policy = RetryPolicy(
+            stop=lambda _: deadline is not None and self._clock() >= deadline,
+            wait=lambda _: POLL_SECONDS,
+            retry=RetryIf(lambda exc: isinstance(exc, _LeaseHeldError)),
+            before_sleep=log_wait,
+            sleep=self._sleep,
+            clock=self._clock,
         )
-        claimed, state, owner, remaining = send_idempotent(
-            self.engine, sql, self.policy()
-        )[0]
+        try:
+            claim, _ = policy.call(self._claim, step)
+        except RetryExhaustedError as exc:
+            if not isinstance(exc.last_exception, _LeaseHeldError):
+                raise  # the ledger stayed unreachable (the query's own retries)
+            return exc.last_exception.holder
+        return claim
+
+    def _claim(self, step: Step) -> str | None:
+        """None when claimed, ``applied``; raises while someone else holds it."""
+        sql = self.ledger.claim_lease_sql(
+            step.id,
+            phase="index",
+            checksum=step.checksum,
+            owner=self.owner,
+            seconds=self.settings.index_lease_seconds,
+        )
+        claimed, state, owner, remaining = self.query(sql)[0]
         if claimed:
-            return "mine"
+            return None
         if state == "applied":
             return "applied"
-        return f"{owner} (lease expires in {float(remaining or 0):.0f}s)"
-
-    def _lease_interval(self) -> str:
-        return f"{duration_literal(self.settings.index_lease_seconds)}::interval"
+        raise _LeaseHeldError(
+            f"{owner} (lease expires in {float(remaining or 0):.0f}s)"
+        )
 
     def renew_lease(self, step: Step) -> bool:
         """Extend the lease; False when another migrator has taken it over."""
-        sql = (
-            f"UPDATE {self.ledger.qualified} SET lease_expires_at = "
-            f"clock_timestamp() + {self._lease_interval()} "
-            f"WHERE step_id = {literal(step.id)} AND lease_owner = "
-            f"{literal(self.owner)} RETURNING 1"
+        sql = self.ledger.renew_lease_sql(
+            step.id, owner=self.owner, seconds=self.settings.index_lease_seconds
         )
         # The renewer's own connection, not the pool's retry: it must not dispose
         # the engine under the build, and it tries again at the next tick.
-        conn = open_autocommit(self.engine)
-        try:
-            rows = conn.exec_driver_sql(sql, execution_options=_NO_PARAMS).fetchall()
-        except Exception:
-            conn.invalidate()
-            conn.close()
-            raise
-        release(conn)
+        with autocommit(self.engine, dispose=False) as conn:
+            rows, _ = execute_on(conn, sql)
         return bool(rows)
 
     def _release_lease(self, step: Step) -> None:
-        sql = (
-            f"UPDATE {self.ledger.qualified} SET lease_owner = NULL, "
-            f"lease_expires_at = NULL WHERE step_id = {literal(step.id)} "
-            f"AND lease_owner = {literal(self.owner)} AND state <> 'applied'"
-        )
         try:
-            send_idempotent(self.engine, sql, self.policy())
+            self.query(self.ledger.release_lease_sql(step.id, owner=self.owner))
         except Exception:
             logger.debug("releasing the lease of %s failed", step.id, exc_info=True)
-
-    def _finish(self, step: Step, seconds: float) -> None:
-        sql = (
-            f"UPDATE {self.ledger.qualified} SET state = 'applied', "
-            "applied_at = clock_timestamp(), lease_owner = NULL, "
-            f"lease_expires_at = NULL, duration_seconds = {literal(float(seconds))} "
-            f"WHERE step_id = {literal(step.id)} AND state <> 'applied'"
-        )
-        send_idempotent(self.engine, sql, self.policy())
 
     # -- the build -----------------------------------------------------------------
 
     def ensure_index(self, step: Step, target: IndexTarget) -> str:
         """Make ``target`` exist and be valid: repair, de-duplicate, build, confirm.
 
+        A state machine over what the catalog says (:class:`_Situation`): no table
+        or a name taken by something else fails; valid is done; being built by
+        another session is waited for; INVALID is dropped; missing is
+        de-duplicated and built; then the catalog is read again. A build that a
+        dropped connection interrupted is retried on the shared policy, starting
+        from reading the catalog (the build may still run on the server).
+
         :returns: what was done, for the run report.
         :raises StepFailedError: the build failed for a reason retrying cannot fix.
         """
-        where = f"step {step.id} ({step.location})"
-        done: list[str] = []
-        drops = failures = dedup_rounds = 0
-        deduped = False
-        waited_logged = False
+        build = _Build(step, target)
+        with translate_db_errors(
+            step, doing=f"in the build of {target.name}", hint=build.hint
+        ):
+            policy = self.policy(retry=is_transient, max_elapsed=False)
+            summary, _ = policy.call(self._converge, build)
+        return summary
+
+    def _converge(self, build: _Build) -> str:
+        transitions: dict[_Situation, t.Callable[[_Build, _IndexState], None]] = {
+            _Situation.NO_TABLE: self._no_table,
+            _Situation.NOT_AN_INDEX: self._name_taken,
+            _Situation.BUILDING: self._wait_for_build,
+            _Situation.INVALID: self._drop_invalid,
+            _Situation.MISSING: self._dedup_and_build,
+        }
         while True:
-            state = self._state(target)
-            if not state.table_exists:
-                raise StepFailedError(
-                    f"{where}: table {target.table} does not exist",
-                    step_id=step.id,
-                    phase="index",
-                )
-            if state.relkind is not None and (
-                state.relkind not in ("i", "I") or not state.same_table
-            ):
-                raise StepFailedError(
-                    f"{where}: a relation named {target.name} already exists and is "
-                    f"not an index on {target.table}; choose another name=",
-                    step_id=step.id,
-                    phase="index",
-                )
-            if state.relkind is not None and state.valid:
-                if not done:
-                    done.append("index already valid")
-                return "; ".join(done)
-            if state.building:
-                if not waited_logged:
-                    logger.info(
-                        "step %s: %s is being built by another session; waiting",
-                        step.id,
-                        target.name,
-                    )
-                    waited_logged = True
-                self._sleep(POLL_SECONDS)
-                continue
-            if state.relkind is not None:
-                drops += 1
-                if drops > DEDUP_ROUNDS + self.settings.retry_max_attempts:
-                    raise StepFailedError(
-                        f"{where}: {target.name} stays INVALID after {drops - 1} "
-                        "rebuilds",
-                        step_id=step.id,
-                        phase="index",
-                    )
-                logger.warning(
-                    "step %s: %s is INVALID (an interrupted build) and nobody is "
-                    "building it: dropping it concurrently to rebuild",
-                    step.id,
-                    target.name,
-                )
-                self._drop(target)
-                done.append("dropped an INVALID index and rebuilt it")
-                continue
-            if target.dedup_keep is not None and not deduped:
-                deleted = self._dedup(step, target)
-                deduped = True
-                if deleted:
-                    done.append(f"deleted {deleted} duplicate row(s)")
-            try:
-                self._build(step, target, state)
-            except Exception as exc:
-                kind = classify_error(exc)
-                if kind in (
-                    ErrorKind.DISCONNECT,
-                    ErrorKind.CONNECT_FAILED,
-                    ErrorKind.CONFLICT,
-                ):
-                    failures += 1
-                    if failures >= self.settings.retry_max_attempts:
-                        raise StepFailedError(
-                            f"{where}: the build of {target.name} failed "
-                            f"{failures} times: {describe_error(exc)}",
-                            step_id=step.id,
-                            phase="index",
-                        ) from exc
-                    pause = self.backoff(failures)
-                    logger.warning(
-                        "step %s: the build of %s was interrupted (%s); checking "
-                        "its state again in %.2fs",
-                        step.id,
-                        target.name,
-                        describe_error(exc),
-                        pause,
-                    )
-                    self._sleep(pause)
-                    continue
-                sqlstate = error_sqlstate(exc)
-                if (
-                    sqlstate == _UNIQUE_VIOLATION
-                    and target.dedup_keep is not None
-                    and dedup_rounds < DEDUP_ROUNDS
-                ):
-                    dedup_rounds += 1
-                    deduped = False
-                    logger.warning(
-                        "step %s: duplicates arrived during the build of %s; "
-                        "de-duplicating again",
-                        step.id,
-                        target.name,
-                    )
-                    continue
+            state = self._state(build.target)
+            build.statement_timeout = state.statement_timeout
+            if state.situation is _Situation.VALID:
+                return "; ".join(build.done) or "index already valid"
+            transitions[state.situation](build, state)
+
+    def _no_table(self, build: _Build, state: _IndexState) -> None:
+        raise StepFailedError(
+            f"{describe_step(build.step)}: table {build.target.table} does not exist",
+            step_id=build.step.id,
+            phase="index",
+        )
+
+    def _name_taken(self, build: _Build, state: _IndexState) -> None:
+        raise StepFailedError(
+            f"{describe_step(build.step)}: a relation named {build.target.name} "
+            f"already exists and is not an index on {build.target.table}; choose "
+            "another name=",
+            step_id=build.step.id,
+            phase="index",
+        )
+
+    def _wait_for_build(self, build: _Build, state: _IndexState) -> None:
+        if not build.waited_logged:
+            logger.info(
+                "step %s: %s is being built by another session; waiting",
+                build.step.id,
+                build.target.name,
+            )
+            build.waited_logged = True
+        self._sleep(POLL_SECONDS)
+
+    def _drop_invalid(self, build: _Build, state: _IndexState) -> None:
+        build.drops += 1
+        if build.drops > DEDUP_ROUNDS + self.settings.retry_max_attempts:
+            raise StepFailedError(
+                f"{describe_step(build.step)}: {build.target.name} stays INVALID "
+                f"after {build.drops - 1} rebuilds",
+                step_id=build.step.id,
+                phase="index",
+            )
+        logger.warning(
+            "step %s: %s is INVALID (an interrupted build) and nobody is "
+            "building it: dropping it concurrently to rebuild",
+            build.step.id,
+            build.target.name,
+        )
+        self._drop(build.target)
+        build.done.append("dropped an INVALID index and rebuilt it")
+
+    def _dedup_and_build(self, build: _Build, state: _IndexState) -> None:
+        step, target = build.step, build.target
+        if target.dedup_keep is not None and not build.deduped:
+            deleted = self._dedup(step, target)
+            build.deduped = True
+            if deleted:
+                build.done.append(f"deleted {deleted} duplicate row(s)")
+        try:
+            self._build(step, target, state)
+        except Exception as exc:
+            if is_transient(exc):
+                raise  # the policy reads the state again, then retries
+            if not build.redo_dedup(exc):
                 self._drop_if_invalid(target)
-                raise StepFailedError(
-                    f"{where}: the build of {target.name} failed: "
-                    f"{describe_error(exc)}{_build_hint(sqlstate, target, state)}",
-                    step_id=step.id,
-                    phase="index",
-                ) from exc
-            done.append(f"built {target.name}")
+                raise
+            logger.warning(
+                "step %s: duplicates arrived during the build of %s; "
+                "de-duplicating again",
+                step.id,
+                target.name,
+            )
+            return
+        build.done.append(f"built {target.name}")
 
     def _state(self, target: IndexTarget) -> _IndexState:
         table = literal(target.qualified_table)
@@ -551,7 +583,7 @@ class IndexPhase(PhaseRunner):
             f"AND ic.relname = {literal(target.name)} "
             "LEFT JOIN pg_index ix ON ix.indexrelid = ic.oid"
         )
-        row = send_idempotent(self.engine, sql, self.policy())[0]
+        row = self.query(sql)[0]
         return _IndexState(
             table_exists=bool(row[0]),
             relkind=row[1],
@@ -567,16 +599,11 @@ class IndexPhase(PhaseRunner):
         return f"{quote_ident(schema)}.{name}" if schema else name
 
     def _drop(self, target: IndexTarget) -> None:
-        send_idempotent(
-            self.engine,
-            f"DROP INDEX CONCURRENTLY IF EXISTS {self._index_ident(target)}",
-            self.policy(),
-        )
+        self.query(f"DROP INDEX CONCURRENTLY IF EXISTS {self._index_ident(target)}")
 
     def _drop_if_invalid(self, target: IndexTarget) -> None:
         try:
-            state = self._state(target)
-            if state.relkind in ("i", "I") and not state.valid and not state.building:
+            if self._state(target).situation is _Situation.INVALID:
                 self._drop(target)
                 logger.info(
                     "dropped the INVALID index %s left by the failure", target.name
@@ -609,20 +636,14 @@ class IndexPhase(PhaseRunner):
         batch = max(1, self.settings.backfill_batch_size)
         sql = dedup_sql(target, batch)
         total = 0
-        while True:
-            try:
-                rows = send_idempotent(self.engine, sql, self.policy())
-            except sa.exc.DBAPIError as exc:
-                raise StepFailedError(
-                    f"step {step.id} ({step.location}): de-duplicating "
-                    f"{target.table} before {target.name} failed: "
-                    f"{describe_error(exc)}",
-                    step_id=step.id,
-                    phase="index",
-                ) from exc
-            total += len(rows)
-            if len(rows) < batch:
-                break
+        with translate_db_errors(
+            step, doing=f"de-duplicating {target.table} before {target.name}"
+        ):
+            while True:
+                deleted = len(self.query(sql))
+                total += deleted
+                if deleted < batch:
+                    break
         if total:
             logger.info(
                 "step %s: deleted %d duplicate row(s) of %s, keeping %s(%s) of each",
@@ -633,6 +654,13 @@ class IndexPhase(PhaseRunner):
                 keep,
             )
         return total
+
+
+def _last_statement(handle: LiveHandle) -> t.Callable[[BaseException], str]:
+    """A hint naming the statement a function step sent last."""
+    return lambda exc: (
+        f"; statement: {handle.last_statement}" if handle.last_statement else ""
+    )
 
 
 def dedup_sql(target: IndexTarget, batch: int) -> str:
@@ -658,7 +686,9 @@ def dedup_sql(target: IndexTarget, batch: int) -> str:
     )
 
 
-def _build_hint(sqlstate: str | None, target: IndexTarget, state: _IndexState) -> str:
+def _build_hint(
+    sqlstate: str | None, target: IndexTarget, statement_timeout: str
+) -> str:
     if sqlstate == _UNIQUE_VIOLATION:
         return (
             f"; {target.table} has duplicate values: clean them, or declare "
@@ -666,7 +696,7 @@ def _build_hint(sqlstate: str | None, target: IndexTarget, state: _IndexState) -
         )
     if sqlstate == _QUERY_CANCELED:
         return (
-            f"; the server's statement_timeout ({state.statement_timeout}) cancelled "
+            f"; the server's statement_timeout ({statement_timeout}) cancelled "
             "it: set statement_timeout to 0 for the migration role "
             "(ALTER ROLE ... SET statement_timeout = 0), then run again"
         )

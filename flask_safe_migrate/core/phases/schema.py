@@ -16,6 +16,7 @@ transaction mode.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import typing as t
@@ -25,34 +26,34 @@ import sqlalchemy as sa
 
 from ..disconnects import ErrorKind
 from ..disconnects import classify_error
-from ..disconnects import describe_error
+from ..disconnects import is_disconnect
 from ..exceptions import LockNotAcquiredError
-from ..exceptions import RetryExhaustedError
-from ..exceptions import StepFailedError
 from ..exceptions import StepRefusedError
 from ..ledger import duration_literal
 from ..locking import describe_blockers
+from ..retry import LockAttempt
 from ..retry import lock_retry_schedule
 from ..sql import SqlSyntaxError
 from ..sql import Statement
 from ..sql import StatementKind
 from ..sql import split_statements
 from ..steps import Step
-from ..transaction import _discard
-from ..transaction import open_autocommit_or_dispose
-from ..transaction import release
+from ..transaction import execute_on
+from . import Executor
+from . import LiveHandle
 from . import PhaseRunner
+from . import Rows
 from . import StepOutcome
+from . import autocommit
+from . import describe_step
+from . import is_transient
+from . import translate_db_errors
 
 __all__ = ["SchemaPhase", "check_schema_sql"]
 
 logger = logging.getLogger(__name__)
 
 _NO_PARAMS = {"no_parameters": True}
-
-
-def _where(step: Step) -> str:
-    return f"step {step.id} ({step.location})"
 
 
 def check_schema_sql(step: Step, sql: str) -> list[Statement]:
@@ -69,14 +70,14 @@ def check_schema_sql(step: Step, sql: str) -> list[Statement]:
     except SqlSyntaxError as exc:
         line = f" at line {exc.line} of its SQL" if exc.line else ""
         raise StepRefusedError(
-            f"{_where(step)}: invalid SQL{line}: {exc.message}"
+            f"{describe_step(step)}: invalid SQL{line}: {exc.message}"
             + (f": {_shorten(exc.statement)}" if exc.statement else ""),
             step_id=step.id,
             phase=step.phase.value,
         ) from exc
     if not statements:
         raise StepRefusedError(
-            f"{_where(step)}: the SQL has no statement",
+            f"{describe_step(step)}: the SQL has no statement",
             step_id=step.id,
             phase=step.phase.value,
         )
@@ -84,7 +85,7 @@ def check_schema_sql(step: Step, sql: str) -> list[Statement]:
         reason = _refusal(step, stmt)
         if reason:
             raise StepRefusedError(
-                f"{_where(step)}, line {stmt.line} of its SQL: "
+                f"{describe_step(step)}, line {stmt.line} of its SQL: "
                 f"{_shorten(stmt.sql)}: {reason}",
                 step_id=step.id,
                 phase=step.phase.value,
@@ -124,48 +125,32 @@ def _shorten(sql: str | None, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class _AdvisoryLockTimeoutError(Exception):
-    """The migration lock was not had within its wait (not retried by the policy)."""
-
-
 @dataclass
 class _Attempts:
+    """What the attempts at one step share: how many, whether a COMMIT may have
+    landed, and the handle of a function step (for the statement it sent last)."""
+
+    step: Step
+    statements: list[Statement]
     count: int = 0
     commit_maybe_landed: bool = False
+    handle: LiveHandle | None = None
+
+    def hint(self, exc: BaseException) -> str:
+        """Name the statement ``exc`` points at (see :func:`_statement_hint`)."""
+        if self.handle is not None and self.handle.last_statement is not None:
+            return f"; statement: {_shorten(self.handle.last_statement)}"
+        return _statement_hint(exc, self.statements)
 
 
-class _LiveHandle:
-    """The step handle of a function step: checks and sends each statement."""
+def _schema_executor(step: Step, conn: sa.Connection) -> Executor:
+    """Check each statement of a function step as schema SQL, then send it."""
 
-    def __init__(self, step: Step, conn: sa.Connection) -> None:
-        self._step = step
-        self._conn = conn
+    def execute(sql: str, params: t.Mapping[str, t.Any] | None) -> tuple[Rows, int]:
+        check_schema_sql(step, sql if params is None else _placeholders(sql))
+        return execute_on(conn, sql, params)
 
-    @property
-    def step(self) -> Step:
-        return self._step
-
-    @property
-    def connection(self) -> sa.Connection:
-        """The step's own SQLAlchemy connection, inside the step's transaction.
-
-        For code that drives its own SQL layer on it (an Alembic revision runs
-        through Alembic's ``Operations`` here): statements sent on it belong to the
-        step's transaction, under its lock and ``SET LOCAL`` timeouts. Never commit,
-        roll back or close it; the runner ends the transaction with the ledger row.
-        """
-        return self._conn
-
-    def execute(
-        self, sql: str, params: t.Mapping[str, t.Any] | None = None
-    ) -> list[tuple[t.Any, ...]]:
-        check_schema_sql(self._step, sql if params is None else _placeholders(sql))
-        logger.debug("step %s: %s", self._step.id, sql)
-        if params is None:
-            result = self._conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)
-        else:
-            result = self._conn.execute(sa.text(sql), dict(params))
-        return [tuple(r) for r in result.fetchall()] if result.returns_rows else []
+    return execute
 
 
 _BIND = re.compile(r"(?<![:\w]):(\w+)")
@@ -179,95 +164,75 @@ def _placeholders(sql: str) -> str:
 class SchemaPhase(PhaseRunner):
     """Apply schema steps, each in one transaction, exactly once."""
 
-    # -- one step --------------------------------------------------------------
-
-    def apply(self, step: Step) -> StepOutcome:
+    def apply(self, step: Step, *, deadline: float | None = None) -> StepOutcome:
         """Apply ``step`` unless the ledger says it is applied.
 
         Disconnects retry the whole transaction; ``lock_not_available`` retries with
-        a growing lock timeout until ``lock_retry_max_elapsed_seconds``.
+        a growing lock timeout until ``lock_retry_max_elapsed_seconds``. A schema
+        step is one short transaction, so ``deadline`` is not checked inside it
+        (the runner checks it between steps).
 
         :raises StepRefusedError: the SQL is invalid or not allowed here.
         :raises LockNotAcquiredError: the table (or the migration lock) stayed locked.
         :raises StepFailedError: any other failure; ``__cause__`` has the details.
         """
         statements = check_schema_sql(step, step.sql) if step.sql is not None else []
-        settings = self.settings
-        policy = self.policy(retry=_is_transient)
-        attempts = _Attempts()
+        attempts = _Attempts(step, statements)
+        policy = self.policy(retry=is_transient)
         started = self._clock()
-        lock_attempt = 0
-        while True:
-            plan = lock_retry_schedule(
-                lock_attempt,
-                initial_seconds=settings.lock_timeout_initial_seconds,
-                maximum_seconds=settings.lock_timeout_seconds,
-                rng=self._rng,
-            )
-            try:
-                outcome, _ = policy.call(
-                    self._attempt, step, plan.lock_timeout_seconds, attempts
-                )
-            except RetryExhaustedError as exc:
-                raise StepFailedError(
-                    f"{_where(step)}: {exc}", step_id=step.id, phase=step.phase.value
-                ) from exc
-            except _AdvisoryLockTimeoutError as exc:
-                raise LockNotAcquiredError(
-                    f"{_where(step)}: another runner held the migration lock for more "
-                    f"than {settings.advisory_lock_wait_seconds:g}s "
-                    "(SAFE_MIGRATE_ADVISORY_LOCK_WAIT_SECONDS)",
-                    key=f"advisory:{self.ledger.lock_key}",
-                    waited_seconds=settings.advisory_lock_wait_seconds,
-                    step_id=step.id,
-                ) from exc.__cause__
-            except StepRefusedError:
-                raise
-            except Exception as exc:
-                if classify_error(exc) is not ErrorKind.LOCK_NOT_AVAILABLE:
-                    raise StepFailedError(
-                        f"{_where(step)} failed: {describe_error(exc)}"
-                        + _statement_hint(exc, statements),
-                        step_id=step.id,
-                        phase=step.phase.value,
-                    ) from exc
-                waited = self._clock() - started
-                if (
-                    waited + plan.pause_seconds
-                    > settings.lock_retry_max_elapsed_seconds
-                ):
-                    raise self._lock_gave_up(step, statements, waited) from exc
-                logger.warning(
-                    "step %s: lock not available within %.2fs (lock attempt %d); "
-                    "letting queued queries through for %.2fs",
-                    step.id,
-                    plan.lock_timeout_seconds,
-                    lock_attempt + 1,
-                    plan.pause_seconds,
-                )
-                self._sleep(plan.pause_seconds)
-                lock_attempt += 1
-                continue
-            return outcome
+        with translate_db_errors(step, hint=attempts.hint):
+            for lock_attempt in itertools.count():
+                plan = self.lock_plan(lock_attempt)
+                try:
+                    outcome, _ = policy.call(
+                        self._attempt, attempts, plan.lock_timeout_seconds
+                    )
+                    return outcome
+                except Exception as exc:
+                    if classify_error(exc) is not ErrorKind.LOCK_NOT_AVAILABLE:
+                        raise
+                    self._wait_for_lock(attempts, plan, lock_attempt, started, exc)
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _attempt(
-        self, step: Step, lock_timeout_seconds: float, attempts: _Attempts
-    ) -> StepOutcome:
+    def lock_plan(self, lock_attempt: int) -> LockAttempt:
+        """The lock timeout of a lock attempt (0-based) and the pause after it."""
+        return lock_retry_schedule(
+            lock_attempt,
+            initial_seconds=self.settings.lock_timeout_initial_seconds,
+            maximum_seconds=self.settings.lock_timeout_seconds,
+            rng=self._rng,
+        )
+
+    def _wait_for_lock(
+        self,
+        attempts: _Attempts,
+        plan: LockAttempt,
+        lock_attempt: int,
+        started: float,
+        exc: Exception,
+    ) -> None:
+        """Pause so queued queries get through, or give up past the time budget."""
+        waited = self._clock() - started
+        if waited + plan.pause_seconds > self.settings.lock_retry_max_elapsed_seconds:
+            raise self._lock_gave_up(attempts, waited) from exc
+        logger.warning(
+            "step %s: lock not available within %.2fs (lock attempt %d); "
+            "letting queued queries through for %.2fs",
+            attempts.step.id,
+            plan.lock_timeout_seconds,
+            lock_attempt + 1,
+            plan.pause_seconds,
+        )
+        self._sleep(plan.pause_seconds)
+
+    def _attempt(self, attempts: _Attempts, lock_timeout_seconds: float) -> StepOutcome:
+        """One transaction: lock, re-read the ledger, run the step, record it."""
+        step = attempts.step
         attempts.count += 1
-        conn = open_autocommit_or_dispose(self.engine)
-        t0 = self._clock()
-        try:
-            try:
-                row = conn.exec_driver_sql(
-                    self._begin_sql(step, lock_timeout_seconds),
-                    execution_options=_NO_PARAMS,
-                ).fetchone()
-            except Exception as exc:
-                if classify_error(exc) is ErrorKind.LOCK_NOT_AVAILABLE:
-                    raise _AdvisoryLockTimeoutError() from exc
-                raise
-            if row is not None:
-                return self._found_applied(step, attempts, self._clock() - t0)
+        with autocommit(self.engine) as conn:
+            t0 = self._clock()
+            if self._begin(conn, step, lock_timeout_seconds) is not None:
+                return self._found_applied(attempts, self._clock() - t0)
             insert = self.ledger.insert_applied_sql(
                 step_id=step.id,
                 phase=step.phase.value,
@@ -278,35 +243,34 @@ class SchemaPhase(PhaseRunner):
                 message = f"{step.sql}\n;\n{insert};\nCOMMIT"
             else:
                 assert step.fn is not None
-                step.fn(_LiveHandle(step, conn))
+                attempts.handle = LiveHandle(
+                    step, _schema_executor(step, conn), connection=conn
+                )
+                step.fn(attempts.handle)
                 message = f"{insert};\nCOMMIT"
             try:
                 conn.exec_driver_sql(message, execution_options=_NO_PARAMS)
             except Exception as exc:
-                if classify_error(exc) in {
-                    ErrorKind.DISCONNECT,
-                    ErrorKind.CONNECT_FAILED,
-                }:
+                if is_disconnect(exc):
                     attempts.commit_maybe_landed = True
                 raise
-            logger.info("step %s: applied in %.3fs", step.id, self._clock() - t0)
-            return StepOutcome(
-                step_id=step.id,
-                phase=step.phase.value,
-                status="applied",
-                attempts=attempts.count,
-                duration_seconds=self._clock() - t0,
-            )
-        except Exception as exc:
-            if classify_error(exc) in {ErrorKind.DISCONNECT, ErrorKind.CONNECT_FAILED}:
-                _discard(conn, self.engine)
-                conn = None  # type: ignore[assignment]  # closed by _discard
-            raise
-        finally:
-            if conn is not None:
-                release(conn)
+        logger.info("step %s: applied in %.3fs", step.id, self._clock() - t0)
+        return StepOutcome(
+            step_id=step.id,
+            phase=step.phase.value,
+            status="applied",
+            attempts=attempts.count,
+            duration_seconds=self._clock() - t0,
+        )
 
-    def _begin_sql(self, step: Step, lock_timeout_seconds: float) -> str:
+    def _begin(
+        self, conn: sa.Connection, step: Step, lock_timeout_seconds: float
+    ) -> t.Any:
+        """Open the transaction, take the migration lock, read the step's row.
+
+        :raises LockNotAcquiredError: another runner held the migration lock for
+            longer than ``advisory_lock_wait_seconds``.
+        """
         parts = [
             "BEGIN",
             self.ledger.lock_sql(self.settings.advisory_lock_wait_seconds),
@@ -318,46 +282,55 @@ class SchemaPhase(PhaseRunner):
                 + duration_literal(self.settings.statement_timeout_seconds)
             )
         parts.append(self.ledger.select_one_sql(step.id))
-        return ";\n".join(parts)
+        try:
+            return conn.exec_driver_sql(
+                ";\n".join(parts), execution_options=_NO_PARAMS
+            ).fetchone()
+        except Exception as exc:
+            if classify_error(exc) is not ErrorKind.LOCK_NOT_AVAILABLE:
+                raise
+            wait = self.settings.advisory_lock_wait_seconds
+            raise LockNotAcquiredError(
+                f"{describe_step(step)}: another runner held the migration lock for "
+                f"more than {wait:g}s (SAFE_MIGRATE_ADVISORY_LOCK_WAIT_SECONDS)",
+                key=f"advisory:{self.ledger.lock_key}",
+                waited_seconds=wait,
+                step_id=step.id,
+            ) from exc
 
-    def _found_applied(
-        self, step: Step, attempts: _Attempts, elapsed: float
-    ) -> StepOutcome:
+    def _found_applied(self, attempts: _Attempts, elapsed: float) -> StepOutcome:
+        step = attempts.step
         if attempts.commit_maybe_landed:
             logger.info(
                 "step %s: the reply to its COMMIT was lost; the ledger shows it "
                 "applied, so it is not run again",
                 step.id,
             )
-            return StepOutcome(
-                step_id=step.id,
-                phase=step.phase.value,
-                status="applied",
-                attempts=attempts.count,
-                duration_seconds=elapsed,
-                detail="commit reply lost; confirmed applied in the ledger",
+            status, detail = (
+                "applied",
+                "commit reply lost; confirmed applied in the ledger",
             )
-        logger.info("step %s: already applied by another runner", step.id)
+        else:
+            logger.info("step %s: already applied by another runner", step.id)
+            status, detail = "skipped", "applied by another runner"
         return StepOutcome(
             step_id=step.id,
             phase=step.phase.value,
-            status="skipped",
+            status=status,
             attempts=attempts.count,
             duration_seconds=elapsed,
-            detail="applied by another runner",
+            detail=detail,
         )
 
-    def _lock_gave_up(
-        self, step: Step, statements: list[Statement], waited: float
-    ) -> LockNotAcquiredError:
-        relations = list(dict.fromkeys(r for s in statements for r in s.relations))
+    def _lock_gave_up(self, attempts: _Attempts, waited: float) -> LockNotAcquiredError:
+        step = attempts.step
+        relations = list(
+            dict.fromkeys(r for s in attempts.statements for r in s.relations)
+        )
         blockers: list[str] = []
         try:
-            conn = open_autocommit_or_dispose(self.engine)
-            try:
+            with autocommit(self.engine) as conn:
                 blockers = describe_blockers(conn, relations)
-            finally:
-                release(conn)
         except Exception:
             logger.debug("could not list lock holders", exc_info=True)
         for line in blockers:
@@ -365,22 +338,14 @@ class SchemaPhase(PhaseRunner):
         who = f"; blocked by {blockers[0]}" if blockers else ""
         more = f" (and {len(blockers) - 1} more)" if len(blockers) > 1 else ""
         return LockNotAcquiredError(
-            f"{_where(step)}: could not lock {', '.join(relations) or 'its tables'} "
-            f"within {waited:.1f}s of retries "
+            f"{describe_step(step)}: could not lock "
+            f"{', '.join(relations) or 'its tables'} within {waited:.1f}s of retries "
             f"(SAFE_MIGRATE_LOCK_RETRY_MAX_ELAPSED_SECONDS){who}{more}",
             key=",".join(relations) or step.id,
             waited_seconds=waited,
             step_id=step.id,
             blockers=blockers,
         )
-
-
-def _is_transient(exc: BaseException) -> bool:
-    return classify_error(exc) in {
-        ErrorKind.DISCONNECT,
-        ErrorKind.CONNECT_FAILED,
-        ErrorKind.CONFLICT,
-    }
 
 
 def _statement_hint(exc: BaseException, statements: list[Statement]) -> str:
