@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib
 import typing as t
 
+from .core.commands import BaselineReport
 from .core.commands import DoctorReport
 from .core.commands import ExecReport
 from .core.commands import PlanReport
 from .core.commands import StatusReport
 from .core.engine import build_migration_engine
 from .core.engine import safe_url
+from .core.exceptions import BaselineRefusedError
 from .core.exceptions import ChecksumMismatchError
 from .core.exceptions import ConfigurationError
 from .core.exceptions import DatabaseUnavailableError
@@ -22,6 +24,7 @@ from .core.exceptions import RegistrationError
 from .core.exceptions import RetryExhaustedError
 from .core.exceptions import SafeMigrateError
 from .core.exceptions import StatementFailedError
+from .core.exceptions import StatementRefusedError
 from .core.exceptions import StepFailedError
 from .core.exceptions import StepOrderError
 from .core.exceptions import StepRefusedError
@@ -43,8 +46,12 @@ from .core.transaction import run_with_retry
 if t.TYPE_CHECKING:
     from . import cli
     from .extension import SafeMigrate
+    from .state import MigrateState
+    from .state import get_state
 
 __all__ = [
+    "BaselineRefusedError",
+    "BaselineReport",
     "ChecksumMismatchError",
     "ConfigurationError",
     "DatabaseUnavailableError",
@@ -55,6 +62,7 @@ __all__ = [
     "LintViolationError",
     "LockNotAcquiredError",
     "MigrateSettings",
+    "MigrateState",
     "Phase",
     "PlanReport",
     "RegistrationError",
@@ -66,6 +74,7 @@ __all__ = [
     "SafeMigrate",
     "SafeMigrateError",
     "StatementFailedError",
+    "StatementRefusedError",
     "StatusReport",
     "Step",
     "StepFailedError",
@@ -78,6 +87,7 @@ __all__ = [
     "build_migration_engine",
     "cli",
     "execute_with_retry",
+    "get_state",
     "register_revisions",
     "run_with_retry",
     "safe_url",
@@ -90,4 +100,6 @@ def __getattr__(name: str) -> t.Any:
         return importlib.import_module(".extension", __name__).SafeMigrate
     if name == "cli":
         return importlib.import_module(".cli", __name__)
+    if name in ("MigrateState", "get_state"):
+        return getattr(importlib.import_module(".state", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

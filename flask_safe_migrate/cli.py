@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import json
@@ -11,6 +12,7 @@ import time
 import typing as t
 
 import click
+import sqlalchemy as sa
 from flask.cli import AppGroup
 
 from .core import commands
@@ -22,20 +24,23 @@ from .core.exceptions import LintViolationError
 from .core.exceptions import LockNotAcquiredError
 from .core.exceptions import RegistrationError
 from .core.exceptions import SafeMigrateError
+from .core.exceptions import StatementRefusedError
 from .core.lint import Finding
 from .core.lint import LintReport
 from .core.lint import render_github
 from .core.lint import render_sarif
 from .core.lint import report_to_dict
+from .core.phases import StepOutcome
 from .core.phases.backfill import BackfillProgress
 from .core.phases.backfill import progress_fields
 from .core.retry import RetryState
 from .core.runner import RunReport
 from .core.runner import StepStatus
 from .core.steps import Phase
-from .extension import _AppState
-from .extension import get_state
-from .extension import migration_engine
+from .state import MigrateState
+from .state import blame_app_session
+from .state import get_state
+from .state import migration_engine
 
 __all__ = ["EXIT_CODES", "exit_code_for", "group"]
 
@@ -51,6 +56,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (LintViolationError, 3),
     (ConfigurationError, 2),
     (RegistrationError, 2),
+    (StatementRefusedError, 2),
     (SafeMigrateError, 1),
 )
 EXIT_CHECK = 3
@@ -89,10 +95,9 @@ def _reports_errors(fn: t.Callable[P, None]) -> t.Callable[P, None]:
     return wrapper
 
 
-def _state() -> _AppState:
+def _state() -> MigrateState:
     state = get_state()
-    if state.error is not None:
-        raise state.error
+    state.raise_error()
     return state
 
 
@@ -115,9 +120,17 @@ def _json_default(value: object) -> object:
     return str(value)
 
 
-def render_table(headers: t.Sequence[str], rows: t.Sequence[t.Sequence[object]]) -> str:
-    """Return ``rows`` as an aligned text table under ``headers``."""
-    cells = [[_cell(v) for v in row] for row in rows]
+def render_table(
+    headers: t.Sequence[str],
+    rows: t.Sequence[t.Sequence[object]],
+    cell: t.Callable[[object], str] | None = None,
+) -> str:
+    """Return ``rows`` as an aligned text table under ``headers``.
+
+    :param cell: renders one value (default: durations as ``0.50s``, times to the
+        second, None as ``-``).
+    """
+    cells = [[(cell or _cell)(v) for v in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     lines = [list(headers), ["-" * w for w in widths], *cells]
     return "\n".join(
@@ -139,39 +152,25 @@ def _cell(value: object) -> str:
 # -- renderers ----------------------------------------------------------------------
 
 
-def run_to_json(report: RunReport) -> dict[str, t.Any]:
-    """The JSON shape of ``run --json``."""
-    return {
-        "phases": list(report.phases),
-        "dry_run": report.dry_run,
-        "up_to_date": report.up_to_date,
-        "outcomes": [
-            {
-                "step_id": o.step_id,
-                "phase": o.phase,
-                "status": o.status,
-                "attempts": o.attempts,
-                "duration_seconds": round(o.duration_seconds, 4),
-                "detail": o.detail,
-            }
-            for o in report.outcomes
-        ],
-        "pending": [s.id for s in report.pending],
-        "changed": [s.step.id for s in report.changed],
-        "stopped_by_budget": report.stopped_by_budget,
-        "elapsed_seconds": round(report.elapsed_seconds, 4),
-    }
+def outcome_line(outcome: StepOutcome) -> str:
+    """``applied  0001_a  (schema, 0.25s, 1 attempt(s))``: one step of a run."""
+    detail = f"  {outcome.detail}" if outcome.detail else ""
+    return (
+        f"{outcome.status:<8} {outcome.step_id}  ({outcome.phase}, "
+        f"{outcome.duration_seconds:.2f}s, {outcome.attempts} attempt(s)){detail}"
+    )
+
+
+def echo_outcome(outcome: StepOutcome) -> None:
+    """Print a step's line as soon as it is applied (or skipped)."""
+    click.echo(outcome_line(outcome))
 
 
 def render_run(report: RunReport) -> str:
-    """Human output of ``run``: one line per step, then a summary."""
-    lines = [
-        f"{o.status:<8} {o.step_id}  ({o.phase}, {o.duration_seconds:.2f}s, "
-        f"{o.attempts} attempt(s)){'  ' + o.detail if o.detail else ''}"
-        for o in report.outcomes
-    ]
-    lines += [f"changed  {s.step.id}  (warned, not re-run)" for s in report.changed]
+    """The end of ``run``'s output (each step's line was printed as it ran)."""
+    lines = [f"changed  {s.step.id}  (warned, not re-run)" for s in report.changed]
     if report.dry_run:
+        lines += [outcome_line(o) for o in report.outcomes]
         lines.append(f"dry run: {len(report.pending)} step(s) would be applied")
     elif report.up_to_date:
         lines.append("up to date: no pending steps")
@@ -189,34 +188,6 @@ def render_run(report: RunReport) -> str:
     return "\n".join(lines)
 
 
-def status_to_json(report: commands.StatusReport) -> dict[str, t.Any]:
-    """The JSON shape of ``status --json``."""
-    return {
-        "ledger_exists": report.ledger_exists,
-        "counts": report.counts,
-        "steps": [
-            {
-                "id": s.step.id,
-                "phase": s.step.phase.value,
-                "kind": s.step.kind,
-                "state": s.state,
-                "applied_at": s.row.applied_at if s.row else None,
-                "duration_seconds": s.row.duration_seconds if s.row else None,
-                "attempts": s.row.attempts if s.row else 0,
-                "progress": progress_fields(s.row.progress if s.row else None),
-                "lease_owner": s.row.lease_owner if s.row else None,
-                "checksum": s.step.checksum,
-                "location": s.step.location,
-            }
-            for s in report.steps
-        ],
-        "unknown_rows": [
-            {"step_id": r.step_id, "phase": r.phase, "state": r.state}
-            for r in report.unknown_rows
-        ],
-    }
-
-
 def render_status(report: commands.StatusReport) -> str:
     """Human output of ``status``: a table of steps and a count per state."""
     rows = [
@@ -225,13 +196,19 @@ def render_status(report: commands.StatusReport) -> str:
             s.step.phase.value,
             s.state,
             s.row.applied_at if s.row else None,
-            s.row.duration_seconds if s.row else None,
-            s.row.attempts if s.row else None,
+            None
+            if commands.is_baselined(s.row) or not s.row
+            else s.row.duration_seconds,
+            _attempts(s),
             _describe_progress(s),
         ]
         for s in report.steps
     ]
-    headers = ["step", "phase", "state", "applied at", "duration", "attempts", ""]
+    headers = ["step", "phase", "state", "applied at", "duration", "attempts"]
+    if any(row[-1] for row in rows):
+        headers.append("progress")
+    else:
+        rows = [row[:-1] for row in rows]
     lines = [render_table(headers, rows)] if rows else ["no steps registered"]
     if not report.ledger_exists:
         lines.append("the ledger table does not exist yet (nothing applied)")
@@ -241,6 +218,13 @@ def render_status(report: commands.StatusReport) -> str:
     ]
     lines.append(", ".join(f"{n} {s}" for s, n in sorted(report.counts.items())))
     return "\n".join(line for line in lines if line)
+
+
+def _attempts(status: StepStatus) -> object:
+    """The attempts cell: ``baseline`` for a step recorded without being run."""
+    if commands.is_baselined(status.row):
+        return "baseline"
+    return status.row.attempts if status.row else None
 
 
 def _describe_progress(status: StepStatus) -> str:
@@ -297,22 +281,6 @@ class ProgressPrinter:
         return f"{progress.step_id} [{bar}] {progress.describe()}"
 
 
-def plan_to_json(report: commands.PlanReport) -> dict[str, t.Any]:
-    """The JSON shape of ``plan --json``."""
-    return {
-        "ledger_exists": report.ledger_exists,
-        "steps": [
-            {
-                "id": p.step.id,
-                "phase": p.step.phase.value,
-                "location": p.step.location,
-                "statements": list(p.statements),
-            }
-            for p in report.steps
-        ],
-    }
-
-
 def render_plan(report: commands.PlanReport) -> str:
     """Human output of ``plan``: the SQL of each pending step, as a script."""
     if not report.steps:
@@ -326,37 +294,34 @@ def render_plan(report: commands.PlanReport) -> str:
     return "\n\n".join(parts)
 
 
-def exec_to_json(report: commands.ExecReport) -> dict[str, t.Any]:
-    """The JSON shape of ``exec --json``."""
-    return {
-        "columns": report.columns,
-        "rows": [list(r) for r in report.rows],
-        "rowcount": report.rowcount,
-        "attempts": report.attempts,
-        "elapsed_seconds": round(report.elapsed_seconds, 4),
-    }
-
-
-def render_exec(report: commands.ExecReport, fetch: bool) -> str:
+def render_exec(report: commands.ExecReport, *, fetch: bool) -> str:
     """Human output of ``exec``: the rows as a table, or the row count."""
     if fetch and report.columns:
-        table = render_table(report.columns, report.rows)
+        table = render_table(report.columns, report.rows, cell=commands.format_value)
         return f"{table}\n({len(report.rows)} row(s))"
-    return f"ok: {report.rowcount} row(s) ({report.attempts} attempt(s))"
+    count = "" if report.rowcount is None else f": {report.rowcount} row(s)"
+    return f"ok{count} ({report.attempts} attempt(s))"
+
+
+def render_baseline(report: commands.BaselineReport) -> str:
+    """Human output of ``baseline``: each recorded step, then the counts."""
+    lines = [f"recorded {step_id}" for step_id in report.recorded]
+    lines.append(
+        f"{len(report.recorded)} step(s) recorded as applied, "
+        f"{len(report.already_applied)} already in the ledger"
+    )
+    return "\n".join(lines)
 
 
 def render_doctor(report: commands.DoctorReport) -> str:
     """Human output of ``doctor``: one line per check."""
     lines = [f"database: {report.url}"]
-    lines += [
-        f"{'ok' if c.ok else 'FAIL':<4}  {c.name:<10}  {c.detail}"
-        for c in report.checks
-    ]
+    lines += [f"{c.label:<4}  {c.name:<10}  {c.detail}" for c in report.checks]
     return "\n".join(lines)
 
 
 def check_steps(
-    state: _AppState, paths: t.Sequence[str] = (), squawk: bool = True
+    state: MigrateState, paths: t.Sequence[str] = (), squawk: bool = True
 ) -> LintReport:
     """Lint every step and verify the migration code of ``state``'s app."""
     return commands.check(state.settings, state.registry, paths=paths, squawk=squawk)
@@ -407,6 +372,56 @@ def render_check(report: LintReport) -> str:
 # -- commands -----------------------------------------------------------------------
 
 _PHASES = click.Choice([p.value for p in Phase])
+_json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON report (also on failure)."
+)
+
+
+class Report(t.Protocol):
+    """What every command returns: a report that knows its JSON shape."""
+
+    def to_dict(self) -> dict[str, t.Any]:
+        """The JSON shape of the report."""
+        ...
+
+
+R = t.TypeVar("R", bound=Report)
+
+
+def _show(report: R, as_json: bool, render: t.Callable[[R], str]) -> None:
+    """Print ``report`` as JSON or as ``render`` makes it."""
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        click.echo(render(report))
+
+
+def error_to_dict(exc: SafeMigrateError) -> dict[str, t.Any]:
+    """The JSON of a failed command: its partial report (if any) and the error."""
+    data = exc.report.to_dict() if exc.report is not None else {}
+    data["error"] = {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "exit_code": exit_code_for(exc),
+    }
+    return data
+
+
+@contextlib.contextmanager
+def _command(as_json: bool) -> t.Iterator[tuple[MigrateState, sa.Engine]]:
+    """The app's state and a migration engine (disposed at the end); with
+    ``--json`` a failure still prints its report, with the error."""
+    try:
+        state = _state()
+        with migration_engine() as engine:
+            try:
+                yield state, engine
+            except LockNotAcquiredError as exc:
+                raise blame_app_session(state, engine, exc) from exc.__cause__
+    except SafeMigrateError as exc:
+        if as_json:
+            _echo_json(error_to_dict(exc))
+        raise
 
 
 @click.group(cls=AppGroup, name="safe-migrate", invoke_without_command=True)
@@ -422,7 +437,7 @@ def group(ctx: click.Context) -> None:
 @click.option("--step", "step_ids", multiple=True, help="Only this step id (repeat).")
 @click.option("--dry-run", is_flag=True, help="Show what would run; send no DDL.")
 @click.option("--max-seconds", type=click.FloatRange(min=0), help="Time budget.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@_json_option
 @_reports_errors
 def run_command(
     phase: str | None = None,
@@ -431,9 +446,8 @@ def run_command(
     max_seconds: float | None = None,
     as_json: bool = False,
 ) -> None:
-    """Apply the pending steps, each exactly once."""
-    state = _state()
-    with migration_engine() as engine:
+    """Apply the pending steps, each exactly once; print each as it is applied."""
+    with _command(as_json) as (state, engine):
         report = commands.run(
             state.settings,
             state.registry,
@@ -444,59 +458,45 @@ def run_command(
             max_seconds=max_seconds,
             before_sleep=echo_retry,
             on_progress=ProgressPrinter(),
+            on_outcome=None if as_json else echo_outcome,
         )
-    if as_json:
-        _echo_json(run_to_json(report))
-    else:
-        click.echo(render_run(report))
+    _show(report, as_json, render_run)
 
 
 @group.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@_json_option
 @_reports_errors
 def status_command(as_json: bool) -> None:
-    """Show every step: phase, state, when applied, how long, attempts."""
-    state = _state()
-    with migration_engine() as engine:
+    """Show every step: phase, state, when applied, how long, attempts, progress."""
+    with _command(as_json) as (state, engine):
         report = commands.status(
             state.settings, state.registry, engine, before_sleep=echo_retry
         )
-    if as_json:
-        _echo_json(status_to_json(report))
-    else:
-        click.echo(render_status(report))
+    _show(report, as_json, render_status)
 
 
 @group.command("plan")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@_json_option
 @_reports_errors
 def plan_command(as_json: bool) -> None:
     """Print the SQL that run would send, without sending it."""
-    state = _state()
-    with migration_engine() as engine:
+    with _command(as_json) as (state, engine):
         report = commands.plan(state.settings, state.registry, engine)
-    if as_json:
-        _echo_json(plan_to_json(report))
-    else:
-        click.echo(render_plan(report))
+    _show(report, as_json, render_plan)
 
 
 @group.command("exec")
 @click.argument("sql")
 @click.option("--fetch", is_flag=True, help="Print the rows the statement returns.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@_json_option
 @_reports_errors
 def exec_command(sql: str, fetch: bool, as_json: bool) -> None:
     """Run one SQL statement in its own transaction, retried through disconnects."""
-    state = _state()
-    with migration_engine() as engine:
+    with _command(as_json) as (state, engine):
         report = commands.execute(
             state.settings, engine, sql, fetch=fetch or as_json, before_sleep=echo_retry
         )
-    if as_json:
-        _echo_json(exec_to_json(report))
-    else:
-        click.echo(render_exec(report, fetch))
+    _show(report, as_json, functools.partial(render_exec, fetch=fetch))
 
 
 @group.command("baseline")
@@ -506,54 +506,37 @@ def exec_command(sql: str, fetch: bool, as_json: bool) -> None:
     is_flag=True,
     help="Record the Alembic revisions up to alembic_version (Flask-Migrate).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@click.option("--force", is_flag=True, help="Record even in a database without tables.")
+@_json_option
 @_reports_errors
-def baseline_command(upto: str | None, from_alembic: bool, as_json: bool) -> None:
+def baseline_command(
+    upto: str | None, from_alembic: bool, force: bool, as_json: bool
+) -> None:
     """Record steps as applied without running them, to adopt an existing database."""
-    state = _state()
     if from_alembic and upto:
         raise click.UsageError("--from-alembic reads alembic_version; drop --upto")
-    with migration_engine() as engine:
+    with _command(as_json) as (state, engine):
         if from_alembic:
             report = commands.baseline_from_alembic(
                 state.settings, state.registry, engine
             )
         else:
             report = commands.baseline(
-                state.settings, state.registry, engine, upto=upto
+                state.settings, state.registry, engine, upto=upto, force=force
             )
-    if as_json:
-        _echo_json({"recorded": report.recorded, "already": report.already_applied})
-        return
-    for step_id in report.recorded:
-        click.echo(f"recorded {step_id}")
-    click.echo(
-        f"{len(report.recorded)} step(s) recorded as applied, "
-        f"{len(report.already_applied)} already in the ledger"
-    )
+    _show(report, as_json, render_baseline)
 
 
 @group.command("doctor")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@_json_option
 @_reports_errors
 def doctor_command(as_json: bool) -> None:
     """Check reachability, TLS, server version, round-trip time and pooler mode."""
-    state = _state()
-    with migration_engine() as engine:
+    with _command(as_json) as (state, engine):
         report = commands.doctor(state.settings, engine)
-    if as_json:
-        _echo_json(
-            {
-                "url": report.url,
-                "ok": report.ok,
-                "checks": [vars(c) for c in report.checks],
-            }
-        )
-    else:
-        click.echo(render_doctor(report))
+    _show(report, as_json, render_doctor)
     if not report.ok:
-        connected = bool(report.checks) and report.checks[0].ok
-        raise click.exceptions.Exit(1 if connected else EXIT_UNAVAILABLE)
+        raise click.exceptions.Exit(1 if report.connected else EXIT_UNAVAILABLE)
 
 
 #: ``check --format`` renderers of the formats CI systems read.

@@ -1,61 +1,68 @@
-"""SafeMigrate: the Flask extension; reads the settings, runs the schema on boot."""
+"""SafeMigrate: the Flask extension; reads the settings, runs the schema on boot.
+
+The boot run happens when the app is served: a WSGI server calling the factory, a
+plain ``create_app()``, or ``flask run``. Any other ``flask`` command (``routes``,
+``shell``, ``db ...``, ``--help``, ``safe-migrate`` itself) loads the app without
+touching the database: :func:`is_served` asks click which command is running.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib
 import logging
 import os
-import sys
 import typing as t
 
 import click
 import sqlalchemy as sa
 from flask import Flask
-from flask import current_app
+from flask.cli import FlaskGroup
+from flask.cli import ScriptInfo
 
+from . import cli
 from .core import commands
 from .core import revisions
 from .core.engine import build_migration_engine
 from .core.exceptions import ConfigurationError
+from .core.exceptions import RegistrationError
 from .core.exceptions import SafeMigrateError
+from .core.runner import RunReport
 from .core.settings import PREFIX
 from .core.settings import MigrateSettings
 from .core.steps import Phase
 from .core.steps import Step
 from .core.steps import StepRegistrar
 from .core.steps import StepRegistry
+from .state import EXTENSION_KEY
+from .state import MigrateState
+from .state import get_state
+from .state import migration_engine
 
-__all__ = ["SafeMigrate", "get_state", "migration_engine"]
+__all__ = [
+    "MigrateState",
+    "SafeMigrate",
+    "get_state",
+    "is_served",
+    "migration_engine",
+]
 
 logger = logging.getLogger(__name__)
 
-EXTENSION_KEY = "safe_migrate"
-_CLI_NAME = "safe-migrate"
-_RESOLVERS = frozenset({"get_command", "resolve_command"})
 _FIELDS = frozenset(f.name for f in dataclasses.fields(MigrateSettings))
-
-
-@dataclasses.dataclass
-class _AppState:
-    """What one app's migrator knows: its settings (read once) and its steps.
-
-    ``error`` holds a configuration or registration error found while the app was
-    being loaded by ``flask safe-migrate``; every subcommand reports it.
-    """
-
-    settings: MigrateSettings
-    registry: StepRegistry
-    error: SafeMigrateError | None = None
 
 
 class SafeMigrate(StepRegistrar):
     """Exactly-once, pooler-safe migrations for one or more Flask apps.
 
+    Registration errors (a duplicate step id, an unknown category) found while a
+    module registers its steps are recorded, not raised at import time:
+    :meth:`init_app` raises the first one (or, under a ``flask`` command, the
+    ``safe-migrate`` commands report it as one line, exit 2).
+
     :param app: an app to initialize now (or call :meth:`init_app` later).
-    :param db: the Flask-SQLAlchemy extension; accepted for symmetry, never used to
-        migrate (the migration engine is separate).
+    :param db: the Flask-SQLAlchemy extension; never used to migrate (the
+        migration engine is separate).
     :param registry: the steps; a new :class:`StepRegistry` by default.
     :param overrides: per-instance defaults by field name (``on_boot="off"``);
         environment and ``app.config`` values win over them.
@@ -78,13 +85,19 @@ class SafeMigrate(StepRegistrar):
             )
         self.registry = registry if registry is not None else StepRegistry()
         self.overrides: dict[str, t.Any] = dict(overrides)
+        #: Errors of :meth:`add`, raised by :meth:`init_app` (shared with the states).
+        self.registration_errors: list[SafeMigrateError] = []
         if app is not None:
             self.init_app(app, db)
 
     def add(self, step: Step) -> Step:
         """Register a built step in :attr:`registry` (what ``sql``, ``step``,
-        ``index`` and ``backfill`` call)."""
-        return self.registry.add(step)
+        ``index`` and ``backfill`` call); an error is recorded for ``init_app``."""
+        try:
+            return self.registry.add(step)
+        except RegistrationError as exc:
+            self.registration_errors.append(exc)
+            return step
 
     def alembic(
         self,
@@ -115,12 +128,14 @@ class SafeMigrate(StepRegistrar):
 
         The settings are read once, here: ``app.config`` ``SAFE_MIGRATE_*`` over the
         environment over this instance's overrides over the defaults; the effective
-        values are then visible in ``app.config``. When the app is loaded to run
-        ``flask safe-migrate``, the boot run is skipped (the command does the work
-        and reports it) and a configuration error is reported by the command.
+        values are then visible in ``app.config``. The boot run happens only when
+        the app is served (:func:`is_served`); under another ``flask`` command a
+        configuration or registration error is kept for the ``safe-migrate``
+        commands to report, so ``flask routes`` or ``flask --help`` still work.
 
         :raises RuntimeError: ``init_app`` was already called for this app.
         :raises ConfigurationError: a bad ``SAFE_MIGRATE_*`` value.
+        :raises RegistrationError: a step could not be registered (duplicate id...).
         :raises SafeMigrateError: the boot run failed and ``SAFE_MIGRATE_BOOT_FAILURE``
             is ``raise``.
         """
@@ -129,26 +144,29 @@ class SafeMigrate(StepRegistrar):
                 "SafeMigrate is already initialized on this app: call "
                 "init_app(app) once per app (create a new app in each test)"
             )
-        from . import cli
-
         app.cli.add_command(cli.group)
-        for_cli = _loaded_for_cli()
+        served = is_served()
+        state = MigrateState(MigrateSettings(), self.registry, db)
+        state.errors = self.registration_errors  # later registrations show too
+        app.extensions[EXTENSION_KEY] = state
         try:
-            settings = self._read_settings(app)
-            self._register_alembic_directory(settings)
-            _import_step_modules(settings.step_modules)
-        except SafeMigrateError as exc:
-            if not for_cli:
+            explicit_url, state.settings = self._read_settings(app)
+            self._register_alembic_directory(state.settings)
+            _import_step_modules(state.settings.step_modules)
+        except SafeMigrateError as exc:  # a bad setting, a step module's error
+            if served:
                 raise
-            app.extensions[EXTENSION_KEY] = _AppState(
-                MigrateSettings(), self.registry, error=exc
-            )
+            state.errors = [exc, *self.registration_errors]
             return
-        app.extensions[EXTENSION_KEY] = _AppState(settings, self.registry)
-        if settings.on_boot != "off" and not for_cli:
-            self._boot(settings)
+        if served:
+            state.raise_error()
+            if state.settings.on_boot != "off" and _can_boot(
+                state.settings, explicit_url
+            ):
+                self._boot(state.settings)
 
-    def _read_settings(self, app: Flask) -> MigrateSettings:
+    def _read_settings(self, app: Flask) -> tuple[bool, MigrateSettings]:
+        """Return whether ``SAFE_MIGRATE_DATABASE_URI`` is set, and the settings."""
         known = set(MigrateSettings.keys())
         mapping: dict[str, t.Any] = {k: v for k, v in os.environ.items() if k in known}
         mapping.update((k, v) for k, v in app.config.items() if k.startswith(PREFIX))
@@ -157,11 +175,12 @@ class SafeMigrate(StepRegistrar):
             app.config.setdefault(
                 PREFIX + field.name.upper(), getattr(settings, field.name)
             )
-        if settings.database_uri is None:
-            fallback = app.config.get("SQLALCHEMY_DATABASE_URI")
-            if isinstance(fallback, str | sa.URL):
-                settings = settings.replace(database_uri=str(_as_string(fallback)))
-        return settings
+        if settings.database_uri is not None:
+            return True, settings
+        fallback = app.config.get("SQLALCHEMY_DATABASE_URI")
+        if isinstance(fallback, str | sa.URL):
+            settings = settings.replace(database_uri=str(_as_string(fallback)))
+        return False, settings
 
     def _register_alembic_directory(self, settings: MigrateSettings) -> None:
         """Register ``SAFE_MIGRATE_ALEMBIC_DIRECTORY`` unless revisions already are."""
@@ -193,14 +212,65 @@ class SafeMigrate(StepRegistrar):
             if settings.boot_failure == "raise":
                 raise
             return
-        if report.applied:
-            logger.info(
-                "safe-migrate: %d step(s) applied in %.2fs",
-                len(report.applied),
-                report.elapsed_seconds,
-            )
-        else:
-            logger.info("safe-migrate: up to date")
+        _log_boot(report)
+
+
+def _log_boot(report: RunReport) -> None:
+    if report.applied:
+        logger.info(
+            "safe-migrate: %d step(s) applied in %.2fs",
+            len(report.applied),
+            report.elapsed_seconds,
+        )
+    else:
+        logger.info("safe-migrate: up to date")
+    if report.waiting:
+        logger.warning(
+            "safe-migrate: %d step(s) wait for `flask safe-migrate run`, from %s "
+            "(%s phase) on; the app starts without them",
+            len(report.waiting),
+            report.waiting[0].id,
+            report.waiting[0].phase.value,
+        )
+
+
+def _can_boot(settings: MigrateSettings, explicit_url: bool) -> bool:
+    """False, with one WARNING line, for the app's own non-PostgreSQL URL (the
+    sqlite of most test configs) when no ``SAFE_MIGRATE_DATABASE_URI`` is set."""
+    if explicit_url or settings.database_uri is None:
+        return True
+    try:
+        backend = sa.make_url(settings.database_uri).get_backend_name()
+    except Exception:  # a malformed URL: the boot run reports it
+        return True
+    if backend == "postgresql":
+        return True
+    logger.warning(
+        "safe-migrate: SQLALCHEMY_DATABASE_URI is %s, not PostgreSQL, and "
+        "SAFE_MIGRATE_DATABASE_URI is not set: boot run skipped",
+        backend,
+    )
+    return False
+
+
+def is_served() -> bool:
+    """Whether the app being created is to be served, so the boot run applies.
+
+    Outside a ``flask`` command (a WSGI server calling the factory, a plain
+    ``create_app()``, a test) it is. Under the ``flask`` command (a click context
+    holding Flask's :class:`~flask.cli.ScriptInfo`) only ``flask run`` serves:
+    ``routes``, ``shell``, ``db ...``, ``--help`` and ``safe-migrate`` load the app
+    without migrating it.
+    """
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.find_object(ScriptInfo) is None:
+        return True
+    parent = ctx.parent
+    return (
+        ctx.command.name == "run"
+        and parent is not None
+        and isinstance(parent.command, FlaskGroup)
+    )
 
 
 def _as_string(url: str | sa.URL) -> str:
@@ -217,53 +287,3 @@ def _import_step_modules(modules: t.Sequence[str]) -> None:
                 f"cannot import step module {name!r}: {exc}",
                 key=PREFIX + "STEP_MODULES",
             ) from exc
-
-
-def _loaded_for_cli() -> bool:
-    """Whether the ``flask`` command is loading the app to run ``safe-migrate``.
-
-    Click clears the arguments from the context before it resolves the subcommand,
-    and the ``flask`` group loads the app while resolving it; the name being
-    resolved is only in that frame (``Group.resolve_command``/``get_command``).
-    """
-    if click.get_current_context(silent=True) is None:
-        return False
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_name in _RESOLVERS and isinstance(
-            frame.f_locals.get("self"), click.Group
-        ):
-            name = frame.f_locals.get("cmd_name", frame.f_locals.get("name"))
-            return bool(name == _CLI_NAME)
-        frame = frame.f_back  # type: ignore[assignment]  # None ends the loop
-    return False
-
-
-def get_state(app: Flask | None = None) -> _AppState:
-    """Return the migrator state of ``app`` (the current app by default).
-
-    :raises RuntimeError: ``SafeMigrate.init_app`` was not called for the app.
-    """
-    app = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]  # LocalProxy
-    try:
-        state = app.extensions[EXTENSION_KEY]
-    except KeyError:
-        raise RuntimeError(
-            "SafeMigrate is not initialized on this app: call migrate.init_app(app)"
-        ) from None
-    assert isinstance(state, _AppState)
-    return state
-
-
-@contextlib.contextmanager
-def migration_engine(app: Flask | None = None) -> t.Iterator[sa.Engine]:
-    """Build the migration engine of ``app`` and dispose it (all sockets) on exit.
-
-    :raises ConfigurationError: the URL is missing, malformed or not PostgreSQL.
-    """
-    state = get_state(app)
-    engine = build_migration_engine(state.settings)
-    try:
-        yield engine
-    finally:
-        engine.dispose()

@@ -15,10 +15,14 @@
     ├── StepFailedError              .step_id, .phase; __cause__ has the details
     │   └── StepRefusedError         the step was refused before anything was sent
     ├── StatementFailedError         .sql: a statement run by ``exec`` was rejected
+    │   └── StatementRefusedError    not sent: two statements, a session SET...
+    ├── BaselineRefusedError         baseline of a database with no tables, no --force
     └── LintViolationError           .findings: error-severity findings blocked a run
 
 Every message is one readable line that says what and where; URLs in messages are
-rendered with the password hidden.
+rendered with the password hidden. An error that ends a run carries ``report``: the
+partial :class:`~flask_safe_migrate.core.runner.RunReport` (the steps applied
+before it), or None when it was not raised by a run.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import typing as t
 
 __all__ = [
+    "BaselineRefusedError",
     "ChecksumMismatchError",
     "ConfigurationError",
     "DatabaseUnavailableError",
@@ -37,6 +42,7 @@ __all__ = [
     "RetryExhaustedError",
     "SafeMigrateError",
     "StatementFailedError",
+    "StatementRefusedError",
     "StepFailedError",
     "StepOrderError",
     "StepRefusedError",
@@ -45,6 +51,9 @@ __all__ = [
 
 class SafeMigrateError(Exception):
     """Base of every error this library raises on purpose."""
+
+    #: The partial ``RunReport`` of the run this error ended (set by the run).
+    report: t.Any = None
 
 
 class ConfigurationError(SafeMigrateError):
@@ -165,6 +174,16 @@ class StatementFailedError(SafeMigrateError):
     def __init__(self, message: str, *, sql: str) -> None:
         super().__init__(message)
         self.sql = sql
+
+
+class StatementRefusedError(StatementFailedError):
+    """A statement given to ``exec`` was refused before it was sent: more than one
+    statement, transaction control, or a session setting that would leak into a
+    pooled connection."""
+
+
+class BaselineRefusedError(SafeMigrateError):
+    """``baseline`` was refused: the database has no tables to adopt (use force)."""
 
 
 class LintViolationError(SafeMigrateError):

@@ -83,6 +83,30 @@ class RunReport:
         """Outcomes of the steps this run applied."""
         return [o for o in self.outcomes if o.status == "applied"]
 
+    def to_dict(self) -> dict[str, t.Any]:
+        """The JSON shape of ``run --json``."""
+        return {
+            "phases": list(self.phases),
+            "dry_run": self.dry_run,
+            "up_to_date": self.up_to_date,
+            "outcomes": [
+                {
+                    "step_id": o.step_id,
+                    "phase": o.phase,
+                    "status": o.status,
+                    "attempts": o.attempts,
+                    "duration_seconds": round(o.duration_seconds, 4),
+                    "detail": o.detail,
+                }
+                for o in self.outcomes
+            ],
+            "pending": [s.id for s in self.pending],
+            "waiting": [s.id for s in self.waiting],
+            "changed": [s.step.id for s in self.changed],
+            "stopped_by_budget": self.stopped_by_budget,
+            "elapsed_seconds": round(self.elapsed_seconds, 4),
+        }
+
 
 class Runner:
     """Apply the pending steps of a registry through one migration engine."""
@@ -322,7 +346,7 @@ class Runner:
                 outcome = self.phases[step.phase].apply(step, deadline=deadline)
             except StepFailedError as exc:
                 report.elapsed_seconds = self._clock() - started
-                exc.report = report  # type: ignore[attr-defined]  # partial report
+                exc.report = report  # the partial report
                 raise
             report.outcomes.append(outcome)
             if self.on_outcome is not None:

@@ -491,9 +491,24 @@ _DEDUP_KEEP = re.compile(
 )
 
 
+_NAME_PART = r'(?:"(?:[^"]|"")+"|[^".]+)'
+_QUALIFIED_NAME = re.compile(rf"^({_NAME_PART})(?:\.({_NAME_PART}))?$")
+
+
 def quote_name(name: str) -> str:
-    """Quote a possibly schema-qualified name (``schema.table``) part by part."""
-    return ".".join(quote_ident(part) for part in name.split(".", 1))
+    """Quote a possibly schema-qualified name (``schema.table``) part by part.
+
+    A part already in double quotes (``'"user"'``, ``'app."Order"'``) is kept as
+    written, so a name is never quoted twice.
+    """
+    match = _QUALIFIED_NAME.match(name)
+    if match is None:
+        return ".".join(quote_ident(part) for part in name.split(".", 1))
+    return ".".join(
+        part if part.startswith('"') else quote_ident(part)
+        for part in match.groups()
+        if part is not None
+    )
 
 
 def index_element(column: str) -> str:
@@ -504,7 +519,10 @@ def index_element(column: str) -> str:
 
 def default_index_name(table: str, columns: t.Sequence[str], unique: bool) -> str:
     """``<table>_<col>_<col>_key`` (unique) or ``..._idx``, at most 63 bytes."""
-    bare = table.split(".")[-1]
+    match = _QUALIFIED_NAME.match(table)
+    bare = (match.group(2) or match.group(1)) if match else table.split(".")[-1]
+    if bare.startswith('"'):
+        bare = bare[1:-1].replace('""', '"')
     parts = [c if _IDENT.match(c.strip()) else "expr" for c in columns]
     name = "_".join([bare, *parts, "key" if unique else "idx"])
     if len(name.encode()) <= 63:

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import typing as t
+import urllib.request
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 from flask import Flask
+from flask.cli import FlaskGroup
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_safe_migrate import SafeMigrate
+from flask_safe_migrate import StepFailedError
 from flask_safe_migrate import build_migration_engine
 from flask_safe_migrate import extension
 
+from .services import PG_PASSWORD
 from .services import TestDatabase
+from .services import free_port
 from .services import wait_until
 
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
 LEDGER = "SELECT count(*) FROM safe_migrate_ledger"
 MIGRATION_BACKENDS = (
     "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'safe-migrate'"
@@ -165,3 +176,184 @@ def test_on_boot_all_runs_the_index_and_backfill_phases_too(
         ("all", "0001_notes_n,0002_notes_body,0003_notes_n"),
     ]
     assert database.scalar("SELECT count(*) FROM notes WHERE n = 1") == 500
+
+
+APP_MODULE = """
+from flask import Flask
+from flask_safe_migrate import SafeMigrate
+
+migrate = SafeMigrate()
+migrate.sql("0001_notes", "CREATE TABLE notes (id bigserial PRIMARY KEY)")
+{extra}
+
+
+def create_app():
+    app = Flask(__name__)
+    app.config.update(SAFE_MIGRATE_DATABASE_URI={url!r}, {config})
+    migrate.init_app(app)
+
+    @app.get("/notes")
+    def notes():
+        return {{}}
+
+    return app
+"""
+
+
+def _flask(tmp_path: Path, module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real `flask --app MODULE ARGS` on an app module written to tmp_path."""
+    (tmp_path / "boot_app_mod.py").write_text(module)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAFE_", "FLASK_"))}
+    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{ROOT}"
+    return subprocess.run(
+        [str(BIN / "flask"), "--app", "boot_app_mod:create_app", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _unreachable_url() -> str:
+    return f"postgresql://postgres:{PG_PASSWORD}@127.0.0.1:{free_port()}/x"
+
+
+@pytest.mark.parametrize(
+    ("args", "output"),
+    [(("--help",), "safe-migrate"), (("routes",), "/notes")],
+)
+def test_flask_commands_other_than_run_never_touch_the_database(
+    tmp_path: Path, args: tuple[str, ...], output: str
+) -> None:
+    """With the database unreachable, `flask --help` lists the command groups and
+    `flask routes` prints the routes, exit 0: no boot run, no retry, no traceback."""
+    module = APP_MODULE.format(
+        extra="",
+        url=_unreachable_url(),
+        config="SAFE_MIGRATE_RETRY_MAX_ATTEMPTS=2, SAFE_MIGRATE_ON_BOOT='schema'",
+    )
+    result = _flask(tmp_path, module, *args)
+    assert result.returncode == 0, result.stderr
+    assert output in result.stdout
+    assert "Traceback" not in result.stderr
+    assert "retry" not in result.stderr
+
+
+def test_duplicate_step_id_at_import_time_is_one_line_exit_2(
+    tmp_path: Path,
+) -> None:
+    """A duplicate id registered at import time of the app module: the command says
+    so in one line, exit 2 (no traceback), and `flask routes` still works."""
+    module = APP_MODULE.format(
+        extra='migrate.sql("0001_notes", "CREATE TABLE other (id int)")',
+        url=_unreachable_url(),
+        config="SAFE_MIGRATE_RETRY_MAX_ATTEMPTS=2",
+    )
+    result = _flask(tmp_path, module, "safe-migrate", "status")
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("Error: duplicate step id '0001_notes'")
+    assert "boot_app_mod.py:6" in result.stderr
+    assert _flask(tmp_path, module, "routes").returncode == 0
+
+
+def test_boot_on_a_database_migrated_by_another_tool_says_to_baseline(
+    database: TestDatabase, tmp_path: Path
+) -> None:
+    """A boot run whose step finds its table already there (DuplicateTable) fails
+    saying to adopt the database with `baseline`; nothing is recorded."""
+    database.query("CREATE TABLE notes (id bigserial PRIMARY KEY, body text)")
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(SAFE_MIGRATE_DATABASE_URI=database.bouncer_url)
+    migrate = SafeMigrate()
+    migrate.sql("0001_notes", "CREATE TABLE notes (id bigserial PRIMARY KEY)")
+    with pytest.raises(StepFailedError, match="DuplicateTable") as info:
+        migrate.init_app(app)
+    assert "flask safe-migrate baseline" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert database.scalar("SELECT count(*) FROM safe_migrate_ledger") == 0
+
+
+def test_flask_run_applies_the_schema_before_serving(
+    database: TestDatabase, tmp_path: Path
+) -> None:
+    """`flask run` serves the app, so its boot run applies the schema steps."""
+    module = APP_MODULE.format(extra="", url=database.bouncer_url, config="")
+    (tmp_path / "boot_app_mod.py").write_text(module)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAFE_", "FLASK_"))}
+    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{ROOT}"
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(BIN / "flask"),
+            "--app",
+            "boot_app_mod:create_app",
+            "run",
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: _answers(port), 60, message="flask run answers")
+        assert database.scalar(LEDGER) == 1
+        assert database.scalar("SELECT to_regclass('notes')") == "notes"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/notes") as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+def test_boot_stops_before_a_backfill_and_says_the_rest_waits(
+    database: TestDatabase, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Expand/contract (add a column, backfill it, SET NOT NULL): the boot run
+    applies the first schema step, stops before the backfill, says so in one line
+    and the app starts; `flask safe-migrate run` then does the rest in order."""
+    database.query(
+        "CREATE TABLE notes (id bigserial PRIMARY KEY, body text); "
+        "INSERT INTO notes (body) SELECT 'x' FROM generate_series(1, 50)"
+    )
+    migrate = SafeMigrate()
+    migrate.sql("0001_notes_n", "ALTER TABLE notes ADD COLUMN n int")
+    migrate.backfill("0002_notes_n", table="notes", set="n = 1", where="n IS NULL")
+    migrate.sql("0003_notes_n_not_null", "ALTER TABLE notes ALTER n SET NOT NULL")
+
+    def create_app() -> Flask:
+        app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+        app.config.update(SAFE_MIGRATE_DATABASE_URI=database.bouncer_url)
+        migrate.init_app(app)
+        return app
+
+    caplog.set_level("INFO", logger="flask_safe_migrate")
+    create_app()
+    waits = [
+        r
+        for r in caplog.records
+        if "wait for `flask safe-migrate run`" in r.getMessage()
+    ]
+    assert [r.getMessage() for r in waits] == [
+        "safe-migrate: 2 step(s) wait for `flask safe-migrate run`, from 0002_notes_n "
+        "(backfill phase) on; the app starts without them"
+    ]
+    assert database.scalar(LEDGER) == 1
+    result = CliRunner().invoke(FlaskGroup(create_app=create_app), ["safe-migrate"])
+    assert result.exit_code == 0, result.output
+    assert [line.split()[1] for line in result.stdout.splitlines()[:2]] == [
+        "0002_notes_n",
+        "0003_notes_n_not_null",
+    ]
+    assert database.scalar("SELECT count(*) FROM notes WHERE n = 1") == 50
+    assert database.scalar(LEDGER) == 3

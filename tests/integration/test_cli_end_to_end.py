@@ -7,10 +7,12 @@ import typing as t
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 from click.testing import Result
 from flask import Flask
 from flask.cli import FlaskGroup
+from flask_sqlalchemy import SQLAlchemy
 
 from flask_safe_migrate import SafeMigrate
 
@@ -184,3 +186,212 @@ def test_good_run_then_status(database: TestDatabase, tmp_path: Path) -> None:
     assert status.exit_code == 0
     assert "0001_t" in status.stdout
     assert "applied" in status.stdout
+
+
+def test_plan_with_an_edited_applied_step_exits_like_run(
+    database: TestDatabase, tmp_path: Path
+) -> None:
+    """plan refuses an edited applied step with exit 6, as run does (not "up to
+    date", exit 0)."""
+    assert invoke(tmp_path, _url(database), [GOOD_STEP], ["run"]).exit_code == 0
+    changed = [("0001_t", "CREATE TABLE t (id bigint)")]
+    result = invoke(tmp_path, _url(database), changed, ["plan"])
+    assert result.exit_code == 6, result.output
+    assert "0001_t" in result.stderr
+    assert "up to date" not in result.stdout
+
+
+def test_run_on_a_database_migrated_by_another_tool_says_to_baseline(
+    database: TestDatabase, tmp_path: Path
+) -> None:
+    """A step whose table already exists fails naming baseline; after `baseline
+    --upto` the next step runs and the first is recorded, not re-run."""
+    database.query("CREATE TABLE t (id int)")
+    steps = [GOOD_STEP, ("0002_u", "CREATE TABLE u (id int)")]
+    result = invoke(tmp_path, _url(database), steps, ["run"])
+    assert result.exit_code == 1, result.output
+    assert "flask safe-migrate baseline" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    base = invoke(tmp_path, _url(database), steps, ["baseline", "--upto", "0001_t"])
+    assert base.exit_code == 0, base.output
+    assert invoke(tmp_path, _url(database), steps, ["run"]).exit_code == 0
+    rows = database.query(
+        "SELECT step_id, attempts FROM safe_migrate_ledger ORDER BY step_id"
+    )
+    assert rows == [("0001_t", 0), ("0002_u", 1)]
+
+
+def test_baseline_on_an_empty_database_asks_for_force(
+    database: TestDatabase, tmp_path: Path
+) -> None:
+    """baseline in a database without tables records nothing and asks for --force;
+    with --force it records the steps."""
+    result = invoke(tmp_path, _url(database), [GOOD_STEP], ["baseline"])
+    assert result.exit_code == 1, result.output
+    assert "the database has no tables" in result.stderr
+    assert "--force" in result.stderr
+    assert database.scalar("SELECT to_regclass('safe_migrate_ledger')") is None
+    forced = invoke(tmp_path, _url(database), [GOOD_STEP], ["baseline", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert database.scalar("SELECT count(*) FROM safe_migrate_ledger") == 1
+    assert database.scalar("SELECT to_regclass('t')") is None
+
+
+def test_status_of_a_baselined_step_does_not_look_run(
+    database: TestDatabase, tmp_path: Path
+) -> None:
+    """After baseline, status shows `baseline` in the attempts column and no
+    duration, and its table has a header for every column."""
+    database.query("CREATE TABLE t (id int)")
+    assert invoke(tmp_path, _url(database), [GOOD_STEP], ["baseline"]).exit_code == 0
+    status = invoke(tmp_path, _url(database), [GOOD_STEP], ["status"])
+    header, _, row = status.stdout.splitlines()[:3]
+    assert header.split() == [
+        "step",
+        "phase",
+        "state",
+        "applied",
+        "at",
+        "duration",
+        "attempts",
+    ]
+    assert row.split()[-2:] == ["-", "baseline"]
+
+
+def _doctor(tmp_path: Path, url: str) -> Result:
+    return invoke(tmp_path, {"SAFE_MIGRATE_DATABASE_URI": url}, [GOOD_STEP], ["doctor"])
+
+
+def test_doctor_tells_transaction_pooling_from_a_direct_connection(
+    database: TestDatabase, tmp_path: Path
+) -> None:
+    """Through PgBouncer in transaction mode doctor says transaction pooling;
+    directly, a direct connection; neither prints FAIL."""
+    pooled = _doctor(tmp_path, database.bouncer_url)
+    direct = _doctor(tmp_path, database.direct_url)
+    for result in (pooled, direct):
+        assert result.exit_code == 0, result.output
+        assert "FAIL" not in result.stdout
+    assert "ok    pooler      transaction pooling" in pooled.stdout
+    assert "ok    tls         TLS in use" in pooled.stdout
+    assert "ok    pooler      direct connection" in direct.stdout
+
+
+def test_doctor_on_a_unix_socket_says_tls_does_not_apply(
+    database: TestDatabase, tmp_path: Path
+) -> None:
+    """On a Unix socket TLS does not apply, even with sslmode=require: no FAIL."""
+    postgres = database.postgres
+    url = (
+        f"postgresql+psycopg2://postgres:{PG_PASSWORD}@/{database.name}"
+        f"?host={postgres.datadir}&port={postgres.port}&sslmode=prefer"
+    )
+    result = _doctor(tmp_path, url)
+    assert result.exit_code == 0, result.output
+    assert "ok    tls         not applicable: Unix socket" in result.stdout
+    assert "FAIL" not in result.stdout
+
+
+def test_backfill_of_a_quoted_table_name(
+    database: TestDatabase, tmp_path: Path
+) -> None:
+    """migrate.backfill(table='"user"') updates the table "user", quoted once."""
+    database.query(
+        'CREATE TABLE "user" (id bigserial PRIMARY KEY, n int); '
+        'INSERT INTO "user" (n) SELECT NULL FROM generate_series(1, 5)'
+    )
+
+    def create_app() -> Flask:
+        app = Flask("quoted", instance_path=str(tmp_path / "instance"))
+        app.config.update(_url(database))
+        migrate = SafeMigrate()
+        migrate.backfill("0001_user_n", table='"user"', set="n = 1", where="n IS NULL")
+        migrate.init_app(app)
+        return app
+
+    result = CliRunner().invoke(FlaskGroup(create_app=create_app), ["safe-migrate"])
+    assert result.exit_code == 0, result.output
+    assert database.scalar('SELECT count(*) FROM "user" WHERE n = 1') == 5
+    assert database.scalar("SELECT state FROM safe_migrate_ledger") == "applied"
+
+
+def test_a_step_blocked_by_its_own_app_session_names_it(
+    database: TestDatabase, tmp_path: Path
+) -> None:
+    """A step that reads through db.session, then alters the table, waits for its
+    own app session's lock: the error names this process's db.session."""
+    database.query("CREATE TABLE notes (id int)")
+
+    def create_app() -> Flask:
+        app = Flask("blocked", instance_path=str(tmp_path / "instance"))
+        app.config.update(
+            SQLALCHEMY_DATABASE_URI=database.direct_url,
+            SAFE_MIGRATE_DATABASE_URI=database.direct_url,
+            SAFE_MIGRATE_LOCK_TIMEOUT_SECONDS=0.2,
+            SAFE_MIGRATE_LOCK_RETRY_MAX_ELAPSED_SECONDS=0.5,
+            SAFE_MIGRATE_LINT_ON_RUN=False,
+        )
+        db = SQLAlchemy()
+        db.init_app(app)
+        migrate = SafeMigrate()
+
+        @migrate.step("0001_notes_body")
+        def add_body(m: t.Any) -> None:
+            db.session.execute(sa.text("SELECT count(*) FROM notes"))
+            m.execute("ALTER TABLE notes ADD COLUMN body text")
+
+        migrate.init_app(app, db)
+        return app
+
+    result = CliRunner().invoke(FlaskGroup(create_app=create_app), ["safe-migrate"])
+    assert result.exit_code == 4, result.output
+    assert "this process's own app session (db.session" in result.stderr
+    assert "AccessShareLock on notes" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert (
+        database.scalar(
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE table_name = 'notes' AND column_name = 'body'"
+        )
+        == 0
+    )
+    assert database.scalar("SELECT count(*) FROM safe_migrate_ledger") == 0
+
+
+def test_a_resumed_backfill_counts_its_attempts_as_status_does(
+    database: TestDatabase, tmp_path: Path
+) -> None:
+    """A backfill that failed twice and then finished says `3 attempt(s)`, as the
+    ledger and status do (not `1 attempt(s)`)."""
+    database.query(
+        "CREATE TABLE gate (id int); CREATE TABLE notes (id bigserial PRIMARY KEY, "
+        "n int); INSERT INTO notes (n) SELECT NULL FROM generate_series(1, 5)"
+    )
+
+    def create_app() -> Flask:
+        app = Flask("resumed", instance_path=str(tmp_path / "instance"))
+        app.config.update(_url(database))
+        migrate = SafeMigrate()
+        migrate.backfill(
+            "0001_notes_n",
+            table="notes",
+            set="n = 1 / (SELECT count(*) FROM gate)::int",
+            where="n IS NULL",
+        )
+        migrate.init_app(app)
+        return app
+
+    flask = FlaskGroup(create_app=create_app)
+    for _ in range(2):
+        failed = CliRunner().invoke(flask, ["safe-migrate"])
+        assert failed.exit_code == 1, failed.output
+        assert "DivisionByZero" in failed.stderr
+    database.query("INSERT INTO gate VALUES (1)")
+    done = CliRunner().invoke(flask, ["safe-migrate"])
+    assert done.exit_code == 0, done.output
+    assert "applied  0001_notes_n  (backfill, " in done.stdout
+    assert ", 3 attempt(s))" in done.stdout
+    assert database.scalar("SELECT attempts FROM safe_migrate_ledger") == 3
+    assert database.scalar("SELECT count(*) FROM notes WHERE n = 1") == 5
+    status = CliRunner().invoke(flask, ["safe-migrate", "status", "--json"])
+    assert '"attempts": 3' in status.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -119,3 +120,28 @@ def _health(port: int) -> bool:
             return bool(reply.status == 200)
     except OSError:
         return False
+
+
+def test_two_runs_then_status_and_doctor_print_no_fail_and_no_headerless_column(
+    database: TestDatabase,
+) -> None:
+    """The README's path: run twice, then status and doctor (through TLS PgBouncer):
+    no negative number, every status column has a header, doctor prints no FAIL
+    and exits 0."""
+    runs = [_flask(database) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0]
+    status = _flask(database, "status")
+    assert status.returncode == 0, status.stderr
+    header, rule, *rows = status.stdout.splitlines()[: STEP_COUNT + 2]
+    starts = [m.start() for m in re.finditer(r"-+", rule)]
+    assert [header[i : i + 1].strip() != "" for i in starts] == [True] * len(starts)
+    assert header.split()[-1] == "progress"
+    assert all(len(row) <= len(rule) for row in rows)
+    doctor = _flask(database, "doctor")
+    assert doctor.returncode == 0, doctor.stdout
+    for result in (*runs, status, doctor):
+        negative = re.search(r"(?<![\w.])-\d", result.stdout + result.stderr)
+        assert negative is None, result.stdout + result.stderr
+    assert "FAIL" not in doctor.stdout
+    assert "ok    tls         TLS in use" in doctor.stdout
+    assert "ok    pooler      transaction pooling" in doctor.stdout

@@ -153,7 +153,7 @@ def test_failed_step_report_has_the_outcomes_before_it(
             list(Phase)
         )
     assert info.value.step_id == "0003_bad"
-    report = info.value.report  # type: ignore[attr-defined]
+    report = info.value.report
     assert [o.step_id for o in report.outcomes] == ["0001_add_score", "0002_fill_score"]
     assert seen == ["0001_add_score", "0002_fill_score"]
     assert ledger_ids(database) == ["0001_add_score", "0002_fill_score"]

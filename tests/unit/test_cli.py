@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import typing as t
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,8 @@ def calls(monkeypatch: pytest.MonkeyPatch, migrate: SafeMigrate) -> Calls:
         report = RunReport(phases=tuple(str(p) for p in kw["phases"]))
         report.pending = [step_a]
         report.outcomes = [StepOutcome("0001_a", "schema", "applied", 1, 0.25)]
+        if kw.get("on_outcome"):
+            kw["on_outcome"](report.outcomes[0])
         return report
 
     def fake_status(*args: t.Any, **kw: t.Any) -> commands.StatusReport:
@@ -128,6 +131,7 @@ def test_run_json_shape(runner: FlaskCliRunner, calls: Calls) -> None:
         "up_to_date",
         "outcomes",
         "pending",
+        "waiting",
         "changed",
         "stopped_by_budget",
         "elapsed_seconds",
@@ -220,7 +224,7 @@ def test_baseline_reports_recorded_steps(
 
     monkeypatch.setattr(commands, "baseline", fake_baseline)
     result = runner.invoke(args=["safe-migrate", "baseline", "--upto", "0001_a"])
-    assert seen == {"upto": "0001_a"}
+    assert seen == {"upto": "0001_a", "force": False}
     assert "recorded 0001_a" in result.stdout
 
 
@@ -383,3 +387,202 @@ def test_boot_run_is_skipped_when_loaded_for_the_command(
     result = CliRunner().invoke(FlaskGroup(create_app=create_app), ["safe-migrate"])
     assert result.exit_code == 0, result.output
     assert ran == ["run"]
+
+
+def _fail_after_first_step(*args: t.Any, **kw: t.Any) -> t.NoReturn:
+    """A run that applies 0001_a (announcing it), then fails on 0002_b."""
+    applied = StepOutcome("0001_a", "schema", "applied", 1, 0.25)
+    if kw.get("on_outcome"):
+        kw["on_outcome"](applied)
+    error = exc.StepFailedError("step 0002_b failed", step_id="0002_b", phase="schema")
+    error.report = RunReport(phases=("schema",), outcomes=[applied])
+    raise error
+
+
+def test_a_failed_run_still_lists_the_steps_applied_before_it(
+    runner: FlaskCliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each step's line is printed as it is applied, so a failure keeps them,
+    before the one error line."""
+    monkeypatch.setattr(commands, "run", _fail_after_first_step)
+    result = runner.invoke(args=["safe-migrate", "run"])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "applied  0001_a  (schema, 0.25s, 1 attempt(s))"
+    ]
+    assert result.stderr.splitlines() == ["Error: step 0002_b failed"]
+
+
+def test_run_json_prints_its_report_with_the_error_on_failure(
+    runner: FlaskCliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run --json prints the partial report and the error, then exits with its code."""
+    monkeypatch.setattr(commands, "run", _fail_after_first_step)
+    result = runner.invoke(args=["safe-migrate", "run", "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert [o["step_id"] for o in data["outcomes"]] == ["0001_a"]
+    assert data["error"] == {
+        "type": "StepFailedError",
+        "message": "step 0002_b failed",
+        "exit_code": 1,
+    }
+
+
+def test_status_progress_column_has_a_header_and_baselined_steps_say_so(
+    runner: FlaskCliRunner, migrate: SafeMigrate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """status names its progress column; a baselined step shows `baseline`, not
+    `0` attempts and a duration, as if it had run."""
+    migrate.backfill("0003_c", table="a", set="x = 1")
+    steps = migrate.registry
+
+    def fake_status(*args: t.Any, **kw: t.Any) -> commands.StatusReport:
+        at = dt.datetime(2025, 1, 10, 12, 0, 0)
+        base = LedgerRow("0001_a", "schema", "x", "applied", at, None, 0.0, 0)
+        fill = LedgerRow(
+            "0003_c",
+            "backfill",
+            "x",
+            "running",
+            None,
+            at,
+            None,
+            3,
+            progress={"scanned": 1200, "updated": 1000, "batches": 2},
+        )
+        return commands.StatusReport(
+            steps=[
+                StepStatus(steps.get("0001_a"), "applied", base),
+                StepStatus(steps.get("0003_c"), "running", fill),
+            ],
+            ledger_exists=True,
+        )
+
+    monkeypatch.setattr(commands, "status", fake_status)
+    result = runner.invoke(args=["safe-migrate", "status"])
+    assert result.exit_code == 0, result.output
+    header, _, baselined, backfill = result.stdout.splitlines()[:4]
+    assert header.split()[-2:] == ["attempts", "progress"]
+    assert baselined.split()[-2:] == ["-", "baseline"]
+    assert backfill.index("1,200 rows") == header.index("progress")
+    data = json.loads(runner.invoke(args=["safe-migrate", "status", "--json"]).stdout)
+    assert [s["baselined"] for s in data["steps"]] == [True, False]
+
+
+def test_exec_prints_values_as_postgresql_shows_them(
+    runner: FlaskCliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """exec --fetch prints numeric 1.5 as 1.5, jsonb as JSON, timestamptz with its
+    zone; a statement without a row count says ok, never -1 rows."""
+    at = dt.datetime(2025, 1, 10, 12, 0, tzinfo=dt.UTC)
+    row = (Decimal("1.5"), {"a": [1, None]}, at)
+
+    def fake_execute(*args: t.Any, **kw: t.Any) -> commands.ExecReport:
+        if args[2].startswith("CREATE"):
+            return commands.ExecReport([], [], None, 1, 0.1)
+        return commands.ExecReport(["n", "j", "at"], [row], 1, 1, 0.1)
+
+    monkeypatch.setattr(commands, "execute", fake_execute)
+    result = runner.invoke(args=["safe-migrate", "exec", "SELECT", "--fetch"])
+    assert result.stdout.splitlines()[2].split("  ") == [
+        "1.5",
+        '{"a": [1, null]}',
+        "2025-01-10 12:00:00+00:00",
+    ]
+    data = json.loads(
+        runner.invoke(args=["safe-migrate", "exec", "S", "--json"]).stdout
+    )
+    assert data["rows"] == [["1.5", {"a": [1, None]}, "2025-01-10T12:00:00+00:00"]]
+    ddl = runner.invoke(args=["safe-migrate", "exec", "CREATE TABLE z (id int)"])
+    assert ddl.stdout == "ok (1 attempt(s))\n"
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT 1; SELECT 2", "exec runs exactly one statement, got 2"),
+        ("SET statement_timeout = 0", "exec refuses SET: a session setting leaks"),
+        ("BEGIN", "exec refuses BEGIN"),
+    ],
+)
+def test_exec_refuses_two_statements_and_a_session_set(
+    runner: FlaskCliRunner, sql: str, message: str
+) -> None:
+    """exec refuses, before connecting, what would leak into a pooled connection:
+    one line, the usage exit code."""
+    result = runner.invoke(args=["safe-migrate", "exec", sql])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"Error: {message}")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_doctor_warnings_do_not_fail(
+    runner: FlaskCliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warning prints WARN and exits 0; only a real failure prints FAIL."""
+    report = commands.DoctorReport(
+        "postgresql://u:***@h/db",
+        [
+            commands.DoctorCheck("connect", True, "connected"),
+            commands.DoctorCheck("tls", True, "no TLS to h", warning=True),
+        ],
+    )
+    monkeypatch.setattr(commands, "doctor", lambda *a, **k: report)
+    result = runner.invoke(args=["safe-migrate", "doctor"])
+    assert result.exit_code == 0
+    assert "WARN  tls" in result.stdout
+    assert "FAIL" not in result.stdout
+
+
+def test_registration_error_is_one_line_exit_2_from_the_command(
+    tmp_path: Path,
+) -> None:
+    """A duplicate step id registered before init_app is reported by the command
+    as one line, exit 2, and does not stop other flask commands."""
+
+    def create_app() -> Flask:
+        app = Flask("dup", instance_path=str(tmp_path))
+        app.config.update(SQLALCHEMY_DATABASE_URI="postgresql://u:p@h/db")
+        migrate = SafeMigrate()
+        migrate.sql("0001_a", "CREATE TABLE a (id int)")
+        migrate.sql("0001_a", "CREATE TABLE b (id int)")
+        migrate.init_app(app)
+        return app
+
+    flask = FlaskGroup(create_app=create_app)
+    result = CliRunner().invoke(flask, ["safe-migrate", "status"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("Error: duplicate step id '0001_a'")
+    assert len(result.stderr.splitlines()) == 1
+    routes = CliRunner().invoke(flask, ["routes"])
+    assert routes.exit_code == 0, routes.output
+    assert "static" in routes.stdout
+
+
+def test_a_step_module_that_fails_to_register_is_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step module raising a registration error while init_app imports it is
+    reported by the command (one line, exit 2), not as a traceback."""
+    (tmp_path / "empty_sql_steps.py").write_text(
+        "import tests.unit.test_cli as m\nm.EMPTY.sql('0001_x', '  ')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def create_app() -> Flask:
+        app = Flask("empty", instance_path=str(tmp_path / "instance"))
+        app.config.update(
+            SQLALCHEMY_DATABASE_URI="postgresql://u:p@h/db",
+            SAFE_MIGRATE_STEP_MODULES=["empty_sql_steps"],
+        )
+        EMPTY.init_app(app)
+        return app
+
+    result = CliRunner().invoke(FlaskGroup(create_app=create_app), ["safe-migrate"])
+    assert result.exit_code == 2, result.output
+    assert "SQL must be a non-empty string" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+EMPTY = SafeMigrate()

@@ -7,7 +7,11 @@ import typing as t
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from flask import Flask
+from flask.cli import FlaskGroup
+from flask.cli import routes_command
+from flask.cli import run_command
 
 from flask_safe_migrate import Phase
 from flask_safe_migrate import RunReport
@@ -16,9 +20,12 @@ from flask_safe_migrate import StepFailedError
 from flask_safe_migrate import StepRegistry
 from flask_safe_migrate import extension
 from flask_safe_migrate.core import commands
+from flask_safe_migrate.core.commands import record_step
 from flask_safe_migrate.core.exceptions import ConfigurationError
+from flask_safe_migrate.core.exceptions import DuplicateStepError
 from flask_safe_migrate.core.phases import StepOutcome
 from flask_safe_migrate.extension import get_state
+from flask_safe_migrate.extension import is_served
 
 
 class FakeEngine:
@@ -224,3 +231,123 @@ def test_boot_never_touches_flask_sqlalchemy(
     app.config["SAFE_MIGRATE_ON_BOOT"] = "schema"
     SafeMigrate(app, Untouchable())
     assert runs[0]["engine"] is engine
+
+
+@pytest.mark.parametrize(
+    "args", [("routes",), ("--help",), ("db-hello",), ("safe-migrate", "check")]
+)
+def test_other_flask_commands_do_not_run_the_boot_run(
+    app: Flask,
+    engine: FakeEngine,
+    runs: list[dict[str, t.Any]],
+    args: tuple[str, ...],
+) -> None:
+    """`flask routes`, `flask --help`, an app's own command (`flask db ...`) load
+    the app without migrating it (nor building an engine)."""
+    app.config["SAFE_MIGRATE_ON_BOOT"] = "schema"
+    calls: list[Flask] = []
+
+    def create_app() -> Flask:
+        calls.append(app)
+        app.cli.command("db-hello")(lambda: None)
+        SafeMigrate(app)
+        return app
+
+    result = CliRunner().invoke(FlaskGroup(create_app=create_app), list(args))
+    assert result.exit_code == 0, result.output
+    assert calls == [app]
+    assert runs == []
+    assert engine.disposed == 0
+    if args == ("--help",):
+        assert "safe-migrate" in result.output
+
+
+def test_flask_run_is_served() -> None:
+    """Under the flask command only `flask run` serves the app; outside any
+    flask command (a WSGI server, a plain create_app()) the app is served."""
+    assert is_served()
+    flask = FlaskGroup()
+    with flask.make_context("flask", ["run"]) as ctx:
+        assert not is_served()
+        with run_command.make_context("run", [], parent=ctx):
+            assert is_served()
+        with routes_command.make_context("routes", [], parent=ctx):
+            assert not is_served()
+
+
+def test_sqlite_app_url_skips_the_boot_run_with_one_warning(
+    app: Flask,
+    runs: list[dict[str, t.Any]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The sqlite of a test config, without SAFE_MIGRATE_DATABASE_URI, skips the
+    boot run with one WARNING line instead of failing."""
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI="sqlite://", SAFE_MIGRATE_ON_BOOT="schema"
+    )
+    with caplog.at_level(logging.INFO, logger="flask_safe_migrate"):
+        SafeMigrate(app)
+    assert runs == []
+    (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning.levelno == logging.WARNING
+    assert "sqlite, not PostgreSQL" in warning.getMessage()
+
+
+def test_explicit_non_postgresql_url_still_fails(app: Flask) -> None:
+    """A non-PostgreSQL SAFE_MIGRATE_DATABASE_URI is a configuration error."""
+    app.config.update(
+        SAFE_MIGRATE_DATABASE_URI="sqlite://", SAFE_MIGRATE_ON_BOOT="schema"
+    )
+    with pytest.raises(ConfigurationError, match="not a PostgreSQL URL"):
+        SafeMigrate(app)
+
+
+def test_boot_says_when_steps_wait_for_the_cli(
+    app: Flask,
+    engine: FakeEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A boot run that stopped before an index or backfill step logs one line saying
+    the rest waits for `flask safe-migrate run`; the app starts."""
+    migrate = SafeMigrate()
+    waiting = migrate.backfill("0002_fill", table="a", set="x = 1")
+
+    def stopped_run(*args: t.Any, **kw: t.Any) -> RunReport:
+        report = RunReport(phases=("schema",))
+        report.outcomes = [StepOutcome("0001", "schema", "applied")]
+        report.waiting = [waiting]
+        return report
+
+    monkeypatch.setattr(commands, "run", stopped_run)
+    app.config["SAFE_MIGRATE_ON_BOOT"] = "schema"
+    with caplog.at_level(logging.INFO, logger="flask_safe_migrate"):
+        migrate.init_app(app)
+    lines = [r.getMessage() for r in caplog.records if "wait" in r.getMessage()]
+    assert lines == [
+        "safe-migrate: 1 step(s) wait for `flask safe-migrate run`, from 0002_fill "
+        "(backfill phase) on; the app starts without them"
+    ]
+
+
+def test_duplicate_step_id_is_raised_by_init_app_not_at_import(app: Flask) -> None:
+    """Registering a duplicate id does not raise at import time; init_app raises it
+    (one line) when the app is served."""
+    migrate = SafeMigrate()
+    migrate.sql("0001", "CREATE TABLE a (id int)")
+    migrate.sql("0001", "CREATE TABLE b (id int)")  # no raise here
+    with pytest.raises(DuplicateStepError, match="duplicate step id '0001'") as info:
+        migrate.init_app(app)
+    assert "\n" not in str(info.value)
+
+
+def test_backfill_accepts_an_already_quoted_table_name() -> None:
+    """table='"user"' is not quoted again; a bare name is quoted for you."""
+    migrate = SafeMigrate()
+    quoted = migrate.backfill("0001", table='"user"', set="n = 1")
+    bare = migrate.backfill("0002", table="app.user", set="n = 1")
+    index = migrate.index("0003", table='"user"', columns=["email"])
+    assert record_step(quoted)[0].startswith('UPDATE "user" SET n = 1')
+    assert record_step(bare)[0].startswith('UPDATE "app"."user" SET')
+    assert index.sql is not None
+    assert 'INDEX CONCURRENTLY IF NOT EXISTS "user_email_idx" ON "user" ' in index.sql

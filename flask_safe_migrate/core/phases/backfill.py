@@ -156,6 +156,8 @@ class _Run:
     estimate: int | None = None
     key_type: str = "bigint"
     scanned_at_start: int = 0
+    #: The ledger's count of runs that worked on the step (what ``status`` shows).
+    attempts: int = 1
     last_log: float = 0.0
     #: Seconds this batch has waited for locked rows (the lock-retry budget).
     lock_waits: float = 0.0
@@ -232,6 +234,7 @@ class BackfillPhase(PhaseRunner):
             step.id,
             "backfill",
             "applied",
+            attempts=run.attempts,
             duration_seconds=self._clock() - started,
             detail=f"{progress.updated:,} rows updated in {progress.batches} batches",
         )
@@ -249,6 +252,7 @@ class BackfillPhase(PhaseRunner):
             run.step.id,
             "backfill",
             "partial",
+            attempts=run.attempts,
             duration_seconds=self._clock() - started,
             detail=where,
         )
@@ -321,9 +325,9 @@ class BackfillPhase(PhaseRunner):
         columns = ["true", "NULL", "NULL", "true"]
         if step.fn is None:
             columns = _table_facts(step.options["table"], step.options["key"])
-        read = self.ledger.progress_sql(step.id, columns=columns)
+        read = self.ledger.progress_sql(step.id, columns=["attempts", *columns])
         rows = self.query(f"{start};\n{read}")
-        state, progress, table_exists, key_type, estimate, indexed = rows[0]
+        state, progress, attempts, table_exists, key_type, estimate, indexed = rows[0]
         if state == "applied":
             logger.info("step %s: already applied by another runner", step.id)
             return None
@@ -337,6 +341,7 @@ class BackfillPhase(PhaseRunner):
             estimate=max(0, int(estimate)) if estimate is not None else None,
             key_type=str(key_type or "bigint"),
             scanned_at_start=int(progress.get("scanned") or 0),
+            attempts=int(attempts),
         )
         if progress.get("batches"):
             logger.info(
