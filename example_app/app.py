@@ -6,13 +6,12 @@ import typing as t
 
 import sqlalchemy as sa
 from flask import Flask
-from flask_sqlalchemy import SQLAlchemy
 
 from flask_safe_migrate import SafeMigrate
 
 from . import config
+from .models import db
 
-db = SQLAlchemy()
 migrate = SafeMigrate()
 
 

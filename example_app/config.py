@@ -27,6 +27,7 @@ def settings() -> dict[str, t.Any]:
     """Return the Flask config of the example app."""
     return {
         "SQLALCHEMY_DATABASE_URI": database_url(),
-        # The steps live in their own module; init_app imports it.
-        "SAFE_MIGRATE_STEP_MODULES": ["example_app.steps"],
+        # The hand-written steps, then the package generate writes to; init_app
+        # imports them in this order (a package's modules in file name order).
+        "SAFE_MIGRATE_STEP_MODULES": ["example_app.steps", "example_app.migrations"],
     }

@@ -28,6 +28,7 @@ from .core.exceptions import StatementRefusedError
 from .core.exceptions import StepFailedError
 from .core.exceptions import StepOrderError
 from .core.exceptions import StepRefusedError
+from .core.exceptions import UnsupportedServerError
 from .core.retry import RetryPolicy
 from .core.retry import RetryState
 from .core.retry import RetryStats
@@ -83,6 +84,7 @@ __all__ = [
     "StepRefusedError",
     "StepRegistry",
     "StepStatus",
+    "UnsupportedServerError",
     "alembic_include_object",
     "build_migration_engine",
     "cli",

@@ -7,6 +7,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import os
 import sys
 import time
 import typing as t
@@ -25,6 +26,7 @@ from .core.exceptions import LockNotAcquiredError
 from .core.exceptions import RegistrationError
 from .core.exceptions import SafeMigrateError
 from .core.exceptions import StatementRefusedError
+from .core.generate import GenerateReport
 from .core.lint import Finding
 from .core.lint import LintReport
 from .core.lint import render_github
@@ -41,6 +43,7 @@ from .state import MigrateState
 from .state import blame_app_session
 from .state import get_state
 from .state import migration_engine
+from .state import registrar_path
 
 __all__ = ["EXIT_CODES", "exit_code_for", "group"]
 
@@ -369,6 +372,41 @@ def render_check(report: LintReport) -> str:
     return "\n".join(lines)
 
 
+def _display(path: str | None) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    if path is None:
+        return "?"
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
+def render_generate(report: GenerateReport, *, dry_run: bool, check: bool) -> str:
+    """Human output of ``generate``: no changes, the differences, or the module."""
+    if not report.has_changes:
+        return "No changes: the models and the database agree."
+    if check:
+        changes = sorted({s.change for s in report.steps})
+        return f"The models and the database differ: {', '.join(changes)}."
+    lines = [report.source or ""] if dry_run else []
+    verb = "Would write" if dry_run else "Wrote"
+    lines.append(f"{verb} {_display(report.path)}: {len(report.steps)} step(s).")
+    if report.commented:
+        lines.append(
+            f"{len(report.commented)} step(s) written commented out (destructive or "
+            "not handled): review them."
+        )
+    for name in report.todo_values:
+        lines.append(f"Set {name} in the module before deploying (it refuses to load).")
+    if report.unlisted_module:
+        lines.append(
+            f"Add {report.unlisted_module!r} to SAFE_MIGRATE_STEP_MODULES "
+            "(or make the step modules a package)."
+        )
+    for finding in report.findings:
+        lines.append(f"warning: check reports {finding.rule}: {finding.message}")
+    return "\n".join(lines)
+
+
 # -- commands -----------------------------------------------------------------------
 
 _PHASES = click.Choice([p.value for p in Phase])
@@ -571,3 +609,32 @@ def check_command(
         click.echo(render_check(report))
     if not report.ok:
         raise click.exceptions.Exit(EXIT_CHECK)
+
+
+@group.command("generate")
+@click.argument("message")
+@click.option("--output", type=click.Path(dir_okay=False), help="The file to write.")
+@click.option("--dry-run", is_flag=True, help="Print the module; write nothing.")
+@click.option("--check", "check_only", is_flag=True, help="Exit 1 if models differ.")
+@click.option("--allow-destructive", is_flag=True, help="Write drops active.")
+@_json_option
+@_reports_errors
+def generate_command(
+    message: str,
+    output: str | None,
+    dry_run: bool,
+    check_only: bool,
+    allow_destructive: bool,
+    as_json: bool,
+) -> None:
+    """Write new steps from the models (Alembic's comparison), in safe form."""
+    with _command(as_json) as (state, engine):
+        report = commands.generate(
+            state.settings, state.registry, engine, message=message,
+            registrar=registrar_path(), metadata=state.models(), output=output,
+            dry_run=dry_run, check=check_only, allow_destructive=allow_destructive,
+        )  # fmt: skip
+    render = functools.partial(render_generate, dry_run=dry_run, check=check_only)
+    _show(report, as_json, render)
+    if check_only and report.has_changes:
+        raise click.exceptions.Exit(1)

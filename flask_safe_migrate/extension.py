@@ -12,6 +12,7 @@ import dataclasses
 import importlib
 import logging
 import os
+import pkgutil
 import typing as t
 
 import click
@@ -279,11 +280,24 @@ def _as_string(url: str | sa.URL) -> str:
 
 
 def _import_step_modules(modules: t.Sequence[str]) -> None:
+    """Import each step module; a package's modules are imported in file name
+    order (``0001_x``, ``0002_y``; names starting with ``_`` are skipped)."""
     for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            raise ConfigurationError(
-                f"cannot import step module {name!r}: {exc}",
-                key=PREFIX + "STEP_MODULES",
-            ) from exc
+        package = _import_step_module(name)
+        path = getattr(package, "__path__", None)
+        if path is None:
+            continue
+        found = sorted(pkgutil.iter_modules(path), key=lambda info: info.name)
+        for info in found:
+            if not info.name.startswith("_"):
+                _import_step_module(f"{name}.{info.name}")
+
+
+def _import_step_module(name: str) -> object:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"cannot import step module {name!r}: {exc}",
+            key=PREFIX + "STEP_MODULES",
+        ) from exc

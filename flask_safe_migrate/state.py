@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 import typing as t
 
 import sqlalchemy as sa
@@ -13,9 +14,12 @@ from flask import current_app
 from flask import has_app_context
 
 from .core.engine import build_migration_engine
+from .core.exceptions import ConfigurationError
 from .core.exceptions import LockNotAcquiredError
 from .core.exceptions import SafeMigrateError
+from .core.settings import PREFIX
 from .core.settings import MigrateSettings
+from .core.steps import StepRegistrar
 from .core.steps import StepRegistry
 
 __all__ = [
@@ -24,6 +28,7 @@ __all__ = [
     "blame_app_session",
     "get_state",
     "migration_engine",
+    "registrar_path",
 ]
 
 #: Where ``init_app`` keeps the :class:`MigrateState` of an app.
@@ -49,6 +54,13 @@ class MigrateState:
     registry: StepRegistry
     db: object | None = None
     errors: list[SafeMigrateError] = dataclasses.field(default_factory=list)
+
+    def models(self) -> sa.MetaData | None:
+        """The models ``generate`` compares: ``db.metadata``, or None without a db
+        (``SAFE_MIGRATE_METADATA``, when set, wins over both). Only ``generate``
+        reads it, never the boot run."""
+        metadata = getattr(self.db, "metadata", None) if self.db is not None else None
+        return metadata if isinstance(metadata, sa.MetaData) else None
 
     def raise_error(self) -> None:
         """Raise the first error found while loading the app, if any.
@@ -89,6 +101,42 @@ def migration_engine(app: Flask | None = None) -> t.Iterator[sa.Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+def registrar_path(app: Flask | None = None) -> str:
+    """``module:attribute`` of the object that registers the steps of ``app`` (the
+    ``SafeMigrate`` object, or its registry), for the modules ``generate`` writes.
+
+    Among the imported modules that hold it at top level, modules outside the
+    step modules come first (a step module imports it from where it is made),
+    then the name ``migrate``, then module name order.
+
+    :raises ConfigurationError: no imported module holds it at top level.
+    """
+    state = get_state(app)
+    skip = tuple(state.settings.step_modules)
+    found = []
+    for module_name, module in list(sys.modules.items()):
+        if module is None or module_name == "__main__":
+            continue
+        stepish = any(module_name == s or module_name.startswith(s + ".") for s in skip)
+        for attribute, value in list(vars(module).items()):
+            # type(), not isinstance(): a LocalProxy (flask.request) would
+            # resolve its target, outside any request.
+            if not issubclass(type(value), StepRegistrar):
+                continue
+            if value is state.registry or getattr(value, "registry", None) is (
+                state.registry
+            ):
+                found.append((stepish, attribute != "migrate", module_name, attribute))
+    if not found:
+        raise ConfigurationError(
+            "the SafeMigrate object is not a module-level name of any module; "
+            "create it at the top of a module (migrate = SafeMigrate())",
+            key=PREFIX + "STEP_MODULES",
+        )
+    *_, module_name, attribute = min(found)
+    return f"{module_name}:{attribute}"
 
 
 #: The tables a backend holds locks on (granted), for naming the app's session.

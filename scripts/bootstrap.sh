@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Make this checkout runnable on a fresh machine: PostgreSQL and PgBouncer from Debian
-# packages when missing (needs root or sudo), and .venv with the package and its dev
+# Make this checkout runnable on a fresh machine: PostgreSQL, PgBouncer and pgpool-II
+# from Debian packages when missing (needs root or sudo), and .venv with the package and its dev
 # dependency group. Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+command -v pgpool >/dev/null 2>&1 || [ -x /usr/sbin/pgpool ] || missing+=(pgpool2)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]} (Debian packages)"

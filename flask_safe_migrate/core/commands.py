@@ -33,6 +33,9 @@ from .exceptions import SafeMigrateError
 from .exceptions import StatementFailedError
 from .exceptions import StatementRefusedError
 from .exceptions import StepFailedError
+from .generate import GenerateReport
+from .generate import generate as generate_module
+from .generate import load_metadata
 from .ledger import LedgerRow
 from .lint import check_steps
 from .lint.findings import LintReport
@@ -47,6 +50,9 @@ from .retry import RetryState
 from .runner import Runner
 from .runner import RunReport
 from .runner import StepStatus
+from .server_version import server_version
+from .server_version import server_version_problem
+from .settings import PREFIX
 from .settings import MigrateSettings
 from .sql import SqlSyntaxError
 from .sql import StatementKind
@@ -72,6 +78,7 @@ __all__ = [
     "check",
     "doctor",
     "execute",
+    "generate",
     "plan",
     "run",
     "status",
@@ -729,14 +736,10 @@ def _tls_check(conn: sa.Connection) -> DoctorCheck:
 
 
 def _server_check(conn: sa.Connection) -> DoctorCheck:
-    version = conn.exec_driver_sql("SHOW server_version_num").scalar()
-    major = int(str(version)) // 10000
-    supported = major >= 13
-    return DoctorCheck(
-        "server",
-        supported,
-        f"PostgreSQL {major}" + ("" if supported else " (13+ required)"),
-    )
+    version = server_version(conn.dialect)
+    problem = server_version_problem(version)
+    shown = "PostgreSQL " + ".".join(map(str, version or ()))
+    return DoctorCheck("server", problem is None, problem or shown)
 
 
 def _round_trip_check(conn: sa.Connection) -> DoctorCheck:
@@ -822,3 +825,48 @@ def check(
         disabled=settings.lint_disabled_rules,
         squawk=squawk,
     )
+
+
+# -- generate ----------------------------------------------------------------------
+
+
+def generate(
+    settings: MigrateSettings,
+    registry: StepRegistry,
+    engine: sa.Engine,
+    *,
+    message: str,
+    registrar: str,
+    metadata: sa.MetaData | None = None,
+    output: str | None = None,
+    dry_run: bool = False,
+    check: bool = False,
+    allow_destructive: bool = False,
+) -> GenerateReport:
+    """Write a steps module from the models (see :func:`.generate.generate`).
+
+    :param metadata: the app's models (Flask-SQLAlchemy's ``db.metadata``);
+        ``SAFE_MIGRATE_METADATA`` wins when set.
+    :raises ConfigurationError: no models to compare.
+    """
+    if settings.metadata is not None:
+        metadata = load_metadata(settings.metadata)
+    if metadata is None:
+        raise ConfigurationError(
+            "no models to compare: pass the Flask-SQLAlchemy db to init_app(app, db) "
+            "or set it to 'pkg.module:metadata'",
+            key=PREFIX + "METADATA",
+        )
+    with translate_db_errors(engine):
+        return generate_module(
+            settings,
+            registry,
+            engine,
+            metadata,
+            message=message,
+            registrar=registrar,
+            output=output,
+            dry_run=dry_run,
+            check=check,
+            allow_destructive=allow_destructive,
+        )

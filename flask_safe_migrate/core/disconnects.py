@@ -3,7 +3,8 @@
 This module is the one table that decides. It is driven, in this order, by:
 
 1. messages that no retry can fix although they arrive at connect time (a wrong
-   password, ``SSL required``, an unknown database or role);
+   password, ``SSL required``, an unknown database or role), then poolers' own
+   messages whose SQLSTATE says nothing (pgpool-II sends ``XX000``);
 2. the SQLSTATE, when there is one (the timeouts, serialization failures, deadlocks,
    admin shutdowns and every ``08`` connection exception);
 3. SQLAlchemy's ``connection_invalidated`` flag;
@@ -85,6 +86,15 @@ _FATAL_MESSAGES: tuple[_Rule, ...] = (
     _rule("no such user", ErrorKind.FATAL),  # PgBouncer, unknown user
 )
 
+#: Poolers' own messages, checked before the SQLSTATE because theirs is generic.
+#: Measured through the fault proxy (tests/integration/test_matrix.py): pgpool-II
+#: 4.3 sends FATAL ``XX000`` "failed to create a backend 0 connection" to a client
+#: that connects while PostgreSQL is down or restarting (psycopg2 shows no
+#: SQLSTATE at connect time; the message is the same).
+_POOLER_MESSAGES: tuple[_Rule, ...] = (
+    _rule("failed to create a backend", ErrorKind.CONNECT_FAILED),  # pgpool-II
+)
+
 #: SQLSTATE (exact code or two-character class) -> kind.
 _SQLSTATES: dict[str, ErrorKind] = {
     "08": ErrorKind.DISCONNECT,  # connection_exception and all of its class
@@ -133,6 +143,13 @@ _TRANSIENT_MESSAGES: tuple[_Rule, ...] = (
     _rule("pgbouncer cannot connect to server", ErrorKind.CONNECT_FAILED),
     _rule("no more connections allowed", ErrorKind.CONNECT_FAILED),  # PgBouncer
     _rule("could not connect to server", ErrorKind.CONNECT_FAILED),
+    # Nothing after libpq's "failed:": the other end hung up during the login without
+    # a word. pgpool-II does that when PostgreSQL, starting up, refuses its backend
+    # login (its log: "backend response with kind 'E' when expecting 'R'").
+    _Rule(
+        re.compile(r'connection to server (at|on) "[^"]*"[^:]*? failed:\s*\Z'),
+        ErrorKind.CONNECT_FAILED,
+    ),
 )
 
 _CONNECT_PREFIX = re.compile(r'connection to server (at|on) "[^"]*".*? failed:', re.S)
@@ -176,7 +193,7 @@ def classify_error(exc: BaseException) -> ErrorKind:
     if not _is_database_error(exc, inner):
         return ErrorKind.FATAL
     message = str(inner)
-    for rule in _FATAL_MESSAGES:
+    for rule in (*_FATAL_MESSAGES, *_POOLER_MESSAGES):
         if rule.pattern.search(message):
             return rule.kind
     code = error_sqlstate(exc)

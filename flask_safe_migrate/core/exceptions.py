@@ -10,6 +10,7 @@
     ├── LedgerError
     │   └── ChecksumMismatchError    .step_id(s): an applied step's code changed
     ├── DatabaseUnavailableError     .url: cannot connect (unreachable, bad password)
+    ├── UnsupportedServerError       .server_version: PostgreSQL older than 13
     ├── LockNotAcquiredError         .key, .waited_seconds: advisory or table lock
     ├── RetryExhaustedError          .attempts, .elapsed_seconds, .last_exception
     ├── StepFailedError              .step_id, .phase; __cause__ has the details
@@ -46,6 +47,7 @@ __all__ = [
     "StepFailedError",
     "StepOrderError",
     "StepRefusedError",
+    "UnsupportedServerError",
 ]
 
 
@@ -113,6 +115,17 @@ class DatabaseUnavailableError(SafeMigrateError):
     def __init__(self, message: str, *, url: str) -> None:
         super().__init__(message)
         self.url = url
+
+
+class UnsupportedServerError(SafeMigrateError):
+    """The PostgreSQL server is older than the oldest this library runs on.
+
+    :param server_version: the server's version, e.g. ``(12, 19)``.
+    """
+
+    def __init__(self, message: str, *, server_version: tuple[int, ...]) -> None:
+        super().__init__(message)
+        self.server_version = server_version
 
 
 class LockNotAcquiredError(SafeMigrateError):

@@ -29,6 +29,7 @@ from .phases.schema import check_schema_sql
 from .retry import RetryPolicy
 from .retry import RetryState
 from .retry import log_before_sleep
+from .server_version import require_supported_server
 from .settings import MigrateSettings
 from .steps import Phase
 from .steps import Step
@@ -282,12 +283,14 @@ class Runner:
         :raises ChecksumMismatchError: an applied step was edited.
         :raises StepFailedError: a step failed; ``.report`` has what ran before it.
         :raises LockNotAcquiredError: a lock stayed unavailable past its budget.
+        :raises UnsupportedServerError: the server is PostgreSQL 12 or older.
         """
         started = self._clock()
         report = RunReport(phases=tuple(p.value for p in phases), dry_run=dry_run)
         steps = self.select_steps(phases, step_ids)
         self.preflight(steps)
         rows = self.read_ledger()
+        require_supported_server(self.engine.dialect)  # before anything is written
         revisions.check_adopted(steps, rows or {}, self._query)
         if rows is None:
             rows = {}

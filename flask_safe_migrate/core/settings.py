@@ -80,6 +80,11 @@ class MigrateSettings:
     lint_on_run: bool = True
     #: Lint rule ids to skip.
     lint_disabled_rules: tuple[str, ...] = ()
+    #: The models ``generate`` compares, as ``pkg.module:metadata`` (None: the
+    #: Flask-SQLAlchemy ``db`` given to ``init_app``).
+    metadata: str | None = None
+    #: Tables ``generate`` ignores (``fnmatch`` patterns, with or without schema).
+    generate_exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self._validate()

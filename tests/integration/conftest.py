@@ -1,4 +1,7 @@
-"""Fixtures for the real PostgreSQL + PgBouncer stack, and the fault proxy in front."""
+"""Fixtures for the real PostgreSQL + pooler stack, and the fault proxy in front.
+
+Which PostgreSQL major and which pooler: see :mod:`.matrix`.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +16,22 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from .matrix import DEFAULT_MAJOR
+from .matrix import Combination
+from .matrix import is_matrix_test
+from .matrix import make_pooler
+from .matrix import missing_pooler
+from .matrix import require
+from .matrix import selected_combination
 from .services import FaultProxy
 from .services import PgBouncer
 from .services import Postgres
 from .services import TestDatabase
 from .services import find_openssl
 from .services import find_pg_bindir
-from .services import find_pgbouncer
 from .services import reap
+from .services.direct import Direct
+from .services.pooler import Pooler
 
 _HERE = Path(__file__).parent
 _LOG_LINES = 40
@@ -41,10 +52,13 @@ def _services(config: pytest.Config) -> dict[str, _LogSource]:
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """Mark every test under tests/integration as ``integration``."""
+    """Mark every test under tests/integration as ``integration``, and the subset
+    of :data:`.matrix.MATRIX_TESTS` as ``matrix``."""
     for item in items:
         if _HERE in item.path.parents:
             item.add_marker(pytest.mark.integration)
+            if is_matrix_test(item.nodeid.split("tests/integration/", 1)[-1]):
+                item.add_marker(pytest.mark.matrix)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -61,13 +75,12 @@ def pytest_runtest_makereport(
     return report
 
 
-def _require_stack() -> None:
-    """Skip (or, in CI, fail) when PostgreSQL, PgBouncer or openssl is missing."""
+def _missing_server(major: int) -> list[str]:
+    """What PostgreSQL ``major`` (and any server) needs that is not here."""
     missing = []
-    if find_pg_bindir() is None:
-        missing.append("PostgreSQL server binaries (initdb, pg_ctl, postgres)")
-    if find_pgbouncer() is None:
-        missing.append("pgbouncer")
+    if find_pg_bindir(major) is None:
+        install = "" if major == DEFAULT_MAJOR else f" (scripts/install-pg.sh {major})"
+        missing.append(f"PostgreSQL {major} server binaries{install}")
     if find_openssl() is None:
         missing.append("openssl")
     if os.geteuid() == 0:
@@ -75,23 +88,22 @@ def _require_stack() -> None:
             pwd.getpwnam("postgres")
         except KeyError:
             missing.append("a 'postgres' account to run the servers as (we are root)")
-    if not missing:
-        return
-    reason = "integration stack unavailable, missing: " + ", ".join(missing)
-    required = (
-        os.environ.get("CI") == "true"
-        or os.environ.get("SAFE_MIGRATE_TESTS_REQUIRE_POSTGRES") == "1"
-    )
-    if required:
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
+    return missing
 
 
 @pytest.fixture(scope="session")
-def postgres(pytestconfig: pytest.Config) -> t.Iterator[Postgres]:
-    """Give a private PostgreSQL 15 cluster on a free port, for the whole session."""
-    _require_stack()
-    server = Postgres()
+def combination() -> Combination:
+    """Give the PostgreSQL major and the pooler this run uses (see :mod:`.matrix`)."""
+    return selected_combination()
+
+
+@pytest.fixture(scope="session")
+def postgres(
+    pytestconfig: pytest.Config, combination: Combination
+) -> t.Iterator[Postgres]:
+    """Give a private PostgreSQL cluster of the selected major, for the session."""
+    require(_missing_server(combination.major))
+    server = Postgres(bindir=find_pg_bindir(combination.major))
     try:
         server.start()
         _services(pytestconfig)["PostgreSQL"] = server
@@ -101,17 +113,44 @@ def postgres(pytestconfig: pytest.Config) -> t.Iterator[Postgres]:
         server.cleanup()
 
 
+def _started(config: pytest.Config, service: Pooler | Direct) -> None:
+    service.start()
+    _services(config)[service.label] = service
+
+
+def _stopped(config: pytest.Config, service: Pooler | Direct) -> None:
+    _services(config).pop(service.label, None)
+    service.cleanup()
+
+
 @pytest.fixture(scope="session")
 def pgbouncer(pytestconfig: pytest.Config, postgres: Postgres) -> t.Iterator[PgBouncer]:
     """Give a TLS-only, transaction-pooling PgBouncer in front of ``postgres``."""
+    require(missing_pooler("pgbouncer-transaction"))
     bouncer = PgBouncer(postgres)
     try:
-        bouncer.start()
-        _services(pytestconfig)["PgBouncer"] = bouncer
+        _started(pytestconfig, bouncer)
         yield bouncer
     finally:
-        _services(pytestconfig).pop("PgBouncer", None)
-        bouncer.cleanup()
+        _stopped(pytestconfig, bouncer)
+
+
+@pytest.fixture(scope="session")
+def pooler(
+    request: pytest.FixtureRequest, combination: Combination, postgres: Postgres
+) -> t.Iterator[Pooler | Direct]:
+    """Give what the tests' clients connect through: the selected pooler in front of
+    ``postgres`` (``pgbouncer`` itself by default), or ``postgres`` directly."""
+    if combination.pooler == "pgbouncer-transaction":
+        yield request.getfixturevalue("pgbouncer")
+        return
+    require(missing_pooler(combination.pooler))
+    service = make_pooler(combination.pooler, postgres)
+    try:
+        _started(request.config, service)
+        yield service
+    finally:
+        _stopped(request.config, service)
 
 
 @pytest.fixture
@@ -180,15 +219,16 @@ def _database_supply(postgres: Postgres) -> t.Iterator[_DatabaseSupply]:
 
 @pytest.fixture
 def database(
-    postgres: Postgres, pgbouncer: PgBouncer, _database_supply: _DatabaseSupply
+    postgres: Postgres, pooler: Pooler | Direct, _database_supply: _DatabaseSupply
 ) -> t.Iterator[TestDatabase]:
-    """Give a fresh database ``t_<hex>``, dropped WITH (FORCE) after the test."""
+    """Give a fresh database ``t_<hex>``, dropped WITH (FORCE) after the test;
+    its ``bouncer_url`` goes through ``pooler``."""
     name = _database_supply.take()
     try:
         yield TestDatabase(
             name=name,
             direct_url=postgres.url(name),
-            bouncer_url=pgbouncer.url(name),
+            bouncer_url=pooler.url(name),
             postgres=postgres,
         )
     finally:
@@ -196,20 +236,21 @@ def database(
 
 
 @pytest.fixture
-def proxy(pgbouncer: PgBouncer) -> t.Iterator[FaultProxy]:
-    """Give a started FaultProxy (TLS terminated) in front of ``pgbouncer``."""
+def proxy(pooler: Pooler | Direct) -> t.Iterator[FaultProxy]:
+    """Give a started FaultProxy (TLS terminated) in front of ``pooler``."""
     with FaultProxy(
         "127.0.0.1",
-        pgbouncer.port,
-        cert_file=pgbouncer.cert_file,
-        key_file=pgbouncer.key_file,
+        pooler.port,
+        cert_file=pooler.cert_file,
+        key_file=pooler.key_file,
+        upstream_tls=pooler.tls,
     ) as fault_proxy:
         yield fault_proxy
 
 
 @pytest.fixture
 def proxy_url(proxy: FaultProxy, database: TestDatabase) -> str:
-    """Give the URL of ``database`` through ``proxy`` (TLS, via PgBouncer)."""
+    """Give the URL of ``database`` through ``proxy`` (TLS, via the pooler)."""
     return proxy.url(database.name)
 
 
@@ -238,3 +279,38 @@ def spawn() -> t.Iterator[t.Callable[..., subprocess.Popen[str]]]:
     finally:
         for process in started:
             reap(process)
+
+
+class Stack(t.NamedTuple):
+    """A PostgreSQL, the run's pooler in front of it, the fault proxy in front."""
+
+    postgres: Postgres
+    proxy: FaultProxy
+
+
+@pytest.fixture
+def own_stack(
+    request: pytest.FixtureRequest, combination: Combination
+) -> t.Iterator[Stack]:
+    """Give a stack of the run's combination that only this test uses."""
+    server = Postgres(bindir=find_pg_bindir(combination.major))
+    # PgBouncer waits server_login_retry (15 s) after a failed server login.
+    pooler = make_pooler(combination.pooler, server, server_login_retry=1)
+    labels = (f"own {pooler.label}", "own PostgreSQL")
+    try:
+        server.start()
+        pooler.start()
+        _services(request.config).update(zip(labels, (pooler, server), strict=True))
+        with FaultProxy(
+            "127.0.0.1",
+            pooler.port,
+            cert_file=pooler.cert_file,
+            key_file=pooler.key_file,
+            upstream_tls=pooler.tls,
+        ) as proxy:
+            yield Stack(server, proxy)
+    finally:
+        for label in labels:
+            _services(request.config).pop(label, None)
+        pooler.cleanup()
+        server.cleanup()

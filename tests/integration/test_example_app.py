@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import re
 import signal
 import subprocess
@@ -10,6 +12,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from example_app import migrations
 from example_app import steps  # noqa: F401  # registers the steps on the shared migrate
 from example_app.app import migrate
 from flask_safe_migrate.core.steps import Phase
@@ -18,6 +21,9 @@ from .services import PG_PASSWORD
 from .services import TestDatabase
 from .services import free_port
 from .services import wait_until
+
+for _module in pkgutil.iter_modules(migrations.__path__):  # as init_app does
+    importlib.import_module(f"{migrations.__name__}.{_module.name}")
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

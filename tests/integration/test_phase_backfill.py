@@ -235,7 +235,12 @@ def test_lost_batch_replies_and_connection_chaos_update_each_row_once(
     every 0.3-0.9 s: the runner re-reads its checkpoint and nothing runs twice."""
     rows = 60_000
     make_items(database, rows)
-    settings = settings_for(proxy_url, backfill_batch_size=500)
+    # Batches of ~20 ms: however fast the machine and the path, there are enough of
+    # them for several lost replies (at the default 0.2 s, a direct connection on
+    # an idle machine did 60,000 rows in 7 growing batches: 2 lost replies).
+    settings = settings_for(
+        proxy_url, backfill_batch_size=500, backfill_batch_seconds=0.02
+    )
     proxy.drop_reply(every_third("$safe_migrate_batch$"))
     proxy.chaos(0.3, 0.9)
     report = runner_for(settings, registry(), engines).run([Phase.BACKFILL])

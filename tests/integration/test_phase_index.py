@@ -37,7 +37,8 @@ def make_slow_table(db: TestDatabase) -> None:
             LANGUAGE plpgsql IMMUTABLE AS $$
             BEGIN
                 PERFORM pg_sleep(0.005);
-                PERFORM nextval('build_calls');
+                -- PostgreSQL 17 builds indexes with search_path = pg_catalog
+                PERFORM nextval('public.build_calls');
                 RETURN x;
             END $$;
         CREATE TABLE items (id bigserial PRIMARY KEY, k bigint NOT NULL);

@@ -111,6 +111,37 @@ def test_sqlstates_are_classified(code: str, kind: ErrorKind) -> None:
     assert classify_error(wrapped(CodedError("boom", code))) is kind
 
 
+PGPOOL_DOWN = (
+    "FATAL:  failed to create a backend 0 connection\n"
+    "DETAIL:  not executing failover because failover_on_backend_error is off\n"
+)
+
+
+@pytest.mark.parametrize(
+    "orig",
+    [
+        psycopg2.OperationalError(PREFIX + PGPOOL_DOWN),  # psycopg2: no SQLSTATE
+        CodedError(PGPOOL_DOWN, "XX000"),  # what pgpool-II sends on the wire
+    ],
+)
+def test_pgpool_backend_down_is_a_connect_failure(orig: Exception) -> None:
+    """pgpool-II's 'failed to create a backend 0 connection' (PostgreSQL down
+    behind it) is retried like a refused connection, whatever its SQLSTATE says."""
+    assert classify_error(wrapped(orig)) is ErrorKind.CONNECT_FAILED
+    assert classify_error(wrapped(CodedError("other", "XX000"))) is ErrorKind.FATAL
+
+
+def test_a_login_cut_off_without_a_word_is_a_connect_failure() -> None:
+    """libpq's message ending at 'failed:' (pgpool-II hanging up while PostgreSQL
+    starts) is retried; the same prefix followed by a reason is judged by it."""
+    silent = psycopg2.OperationalError(PREFIX + "\n")
+    assert classify_error(wrapped(silent)) is ErrorKind.CONNECT_FAILED
+    bad_password = PREFIX + 'FATAL:  password authentication failed for user "x"\n'
+    assert classify_error(psycopg2.OperationalError(bad_password)) is ErrorKind.FATAL
+    unknown = psycopg2.OperationalError(PREFIX + "something nobody has seen\n")
+    assert classify_error(unknown) is ErrorKind.FATAL
+
+
 def test_non_database_errors_are_fatal() -> None:
     """A bug in a step is not retried."""
     assert classify_error(ValueError("bug")) is ErrorKind.FATAL

@@ -124,6 +124,43 @@ def test_readme_documents_every_key() -> None:
     assert missing == []
 
 
+def test_generate_settings_are_read(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SAFE_MIGRATE_METADATA is a string, SAFE_MIGRATE_GENERATE_EXCLUDE a list."""
+    monkeypatch.setenv("SAFE_MIGRATE_GENERATE_EXCLUDE", "legacy_*, audit.log")
+    app.config["SAFE_MIGRATE_METADATA"] = "myapp.models:metadata"
+    SafeMigrate(app)
+    settings = get_state(app).settings
+    assert settings.metadata == "myapp.models:metadata"
+    assert settings.generate_exclude == ("legacy_*", "audit.log")
+    assert MigrateSettings().metadata is None
+    assert MigrateSettings().generate_exclude == ()
+
+
+def test_step_modules_package_imports_its_modules_in_file_name_order(
+    app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package in SAFE_MIGRATE_STEP_MODULES has its modules imported by file name."""
+    package = tmp_path / "genpkg_order"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "ext.py").write_text(
+        "from flask_safe_migrate import SafeMigrate\nmigrate = SafeMigrate()\n"
+    )
+    for name in ("0010_b", "0002_a", "_private"):
+        (package / f"{name}.py").write_text(
+            f"from .ext import migrate\nmigrate.sql('{name}', 'SELECT 1')\n"
+        )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from genpkg_order.ext import migrate  # type: ignore[import-not-found]  # made above
+
+    app.config["SAFE_MIGRATE_STEP_MODULES"] = ["genpkg_order"]
+    app.config["SAFE_MIGRATE_ON_BOOT"] = "off"
+    migrate.init_app(app)
+    assert [s.id for s in migrate.registry.steps()] == ["0002_a", "0010_b"]
+
+
 def test_alembic_directory_comes_from_the_environment(
     app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,6 +22,8 @@ PG_PASSWORD = "Tst-pw-5f2c9e"
 SERVER_ACCOUNT = "postgres"
 
 LOCALHOST = "127.0.0.1"
+#: The checkout these tests belong to.
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 Row = tuple[t.Any, ...]
 
@@ -58,23 +60,29 @@ def wait_until(
         time.sleep(interval)
 
 
-def find_pg_bindir() -> Path | None:
+def find_pg_bindir(major: int | None = None) -> Path | None:
     """Return the PostgreSQL server binaries directory, or None when not installed.
 
-    ``SAFE_MIGRATE_PG_BINDIR`` wins; otherwise the newest ``/usr/lib/postgresql/N/bin``,
-    then whatever ``initdb`` is on ``PATH``.
+    ``SAFE_MIGRATE_PG_BINDIR`` wins; otherwise ``/usr/lib/postgresql/N/bin`` (the
+    newest N, or ``major``), then ``.venv/pg/<major>/bin`` (``scripts/install-pg.sh``),
+    then whatever ``initdb`` is on ``PATH`` (when no ``major`` is asked for).
     """
     candidates: list[Path] = []
     if env := os.environ.get("SAFE_MIGRATE_PG_BINDIR"):
         candidates.append(Path(env))
-    versions = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-        reverse=True,
-    )
-    candidates.extend(versions)
-    if initdb := shutil.which("initdb"):
-        candidates.append(Path(initdb).resolve().parent)
+    if major is not None:
+        candidates.append(Path(f"/usr/lib/postgresql/{major}/bin"))
+        candidates.append(REPO_ROOT / ".venv" / "pg" / str(major) / "bin")
+    else:
+        candidates.extend(
+            sorted(
+                Path("/usr/lib/postgresql").glob("*/bin"),
+                key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+                reverse=True,
+            )
+        )
+        if initdb := shutil.which("initdb"):
+            candidates.append(Path(initdb).resolve().parent)
     for directory in candidates:
         if all(
             (directory / name).is_file() for name in ("initdb", "pg_ctl", "postgres")
@@ -162,6 +170,25 @@ def run_command(cmd: list[str], *, cwd: Path, as_server: bool = True) -> None:
         raise ServiceError(
             f"{cmd[0]} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
         )
+
+
+def make_certificate(cert_file: Path, key_file: Path) -> None:
+    """Write a self-signed P-256 certificate for ``localhost`` and its key.
+
+    :raises ServiceError: when openssl is missing or fails.
+    """
+    openssl = find_openssl()
+    if openssl is None:
+        raise ServiceError("openssl not found")
+    subject = ["-subj", "/CN=localhost", "-days", "2"]
+    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    files = ["-keyout", str(key_file), "-out", str(cert_file)]
+    run_command(
+        [openssl, "req", "-x509", *curve, *subject, *files],
+        cwd=cert_file.parent,
+        as_server=False,
+    )
+    key_file.chmod(0o600)
 
 
 def connect_psycopg2(

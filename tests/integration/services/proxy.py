@@ -61,10 +61,11 @@ class _Connection:
 
 
 class FaultProxy:
-    """A TCP proxy in front of PgBouncer that injects connection faults.
+    """A TCP proxy in front of a pooler (or PostgreSQL) that injects connection faults.
 
     With ``terminate_tls`` (the default) it answers the client's SSLRequest itself,
-    using ``cert_file``/``key_file``, and opens its own TLS connection upstream, so it
+    using ``cert_file``/``key_file``, and opens its own TLS connection upstream (a
+    plain one with ``upstream_tls=False``, for a server built without OpenSSL), so it
     sees the PostgreSQL protocol in clear: it counts round trips, tracks the text of
     the current transaction, and can kill a connection around its COMMIT. Without it,
     bytes are relayed untouched (TLS passthrough) and only the kill features work.
@@ -82,6 +83,7 @@ class FaultProxy:
         cert_file: str | Path | None = None,
         key_file: str | Path | None = None,
         terminate_tls: bool = True,
+        upstream_tls: bool = True,
         seed: int = 0,
         max_lifetime_seconds: float = 900.0,
         host: str = LOCALHOST,
@@ -93,6 +95,7 @@ class FaultProxy:
         self.host = host
         self.port = 0
         self.terminate_tls = terminate_tls
+        self.upstream_tls = upstream_tls
         self.max_lifetime_seconds = max_lifetime_seconds
         #: Delay added to every forwarded chunk, in each direction.
         self.latency_seconds: float = 0.0
@@ -566,7 +569,7 @@ class FaultProxy:
             await writer.drain()
             await start_tls(writer, self._server_ctx)
             packet = await read_initial_packet(reader)
-        await self._open_upstream(conn, tls=tls)
+        await self._open_upstream(conn, tls=tls and self.upstream_tls)
         await self._relay(conn, packet, parse=True)
 
     async def _open_upstream(self, conn: _Connection, *, tls: bool) -> None:
