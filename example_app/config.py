@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import typing as t
 
+from flask_safe_migrate.core.driver import installed_driver_names
+
 
 def database_url() -> str:
     """Return ``DATABASE_URL`` (a pooler URL in production) or the embedded server's.
 
-    A bare ``postgresql://`` URL (what Supabase, Neon and Heroku hand out) is pinned
-    to psycopg2, the installed driver.
+    A bare ``postgresql://`` URL (what Supabase, Neon and Heroku hand out) gets the
+    driver flask-safe-migrate would pick (psycopg2 if installed, else psycopg 3), so
+    the app's own engine and the migration engine use the same one. Name one to
+    choose: ``postgresql+psycopg://`` runs both on psycopg 3.
     """
     url = os.environ.get("DATABASE_URL")
     if not url:
@@ -19,7 +23,7 @@ def database_url() -> str:
         url = embedded_database_url()
     for bare in ("postgres://", "postgresql://"):
         if url.startswith(bare):
-            return "postgresql+psycopg2://" + url[len(bare) :]
+            return f"postgresql+{installed_driver_names()[0]}://" + url[len(bare) :]
     return url
 
 

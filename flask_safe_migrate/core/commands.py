@@ -24,6 +24,8 @@ from .disconnects import ErrorKind
 from .disconnects import classify_error
 from .disconnects import describe_error
 from .disconnects import error_sqlstate
+from .driver import execute_script
+from .driver import ssl_in_use
 from .engine import safe_url
 from .exceptions import BaselineRefusedError
 from .exceptions import ConfigurationError
@@ -86,7 +88,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_NO_PARAMS = {"no_parameters": True}
 BeforeSleep = t.Callable[[RetryState], None]
 OnOutcome = t.Callable[[StepOutcome], None]
 
@@ -465,7 +466,7 @@ def execute(
     def work(
         conn: sa.Connection,
     ) -> tuple[list[str], list[tuple[t.Any, ...]], int | None]:
-        result = conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)
+        result = execute_script(conn, sql)
         if result.returns_rows:
             rows = [tuple(r) for r in result.fetchall()]
             return list(result.keys()), rows if fetch else [], len(rows)
@@ -551,9 +552,7 @@ def baseline(
             lock = runner.ledger.lock_sql(settings.advisory_lock_wait_seconds)
 
             def work(conn: sa.Connection) -> None:
-                conn.exec_driver_sql(
-                    ";\n".join([lock, *inserts]), execution_options=_NO_PARAMS
-                )
+                execute_script(conn, ";\n".join([lock, *inserts]))
 
             run_with_retry_stats(engine, work, policy=runner.policy())
     return BaselineReport(recorded=[s.id for s in todo], already_applied=already)
@@ -605,12 +604,12 @@ def baseline_from_alembic(
     lock = runner.ledger.lock_sql(settings.advisory_lock_wait_seconds)
 
     def work(conn: sa.Connection) -> list[Step]:
-        conn.exec_driver_sql(lock, execution_options=_NO_PARAMS)
+        execute_script(conn, lock)
         versions = _alembic_versions(conn)
         steps = revisions.revisions_upto(registry.steps(), versions)
         if steps:
             sql = ";\n".join(_record_applied_sql(runner, steps))
-            conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)
+            execute_script(conn, sql)
         return steps
 
     with translate_db_errors(engine):
@@ -726,7 +725,7 @@ def _tls_check(conn: sa.Connection) -> DoctorCheck:
     host = str(getattr(info, "host", "") or "")
     if host.startswith("/") or host.startswith("@"):
         return DoctorCheck("tls", True, f"not applicable: Unix socket in {host}")
-    if getattr(info, "ssl_in_use", False):
+    if ssl_in_use(conn):  # psycopg 3 has it on pgconn, not on info
         return DoctorCheck("tls", True, "TLS in use")
     if host in _LOCAL_HOSTS:
         return DoctorCheck("tls", True, f"no TLS (local connection to {host})")

@@ -11,6 +11,27 @@ This module is the one table that decides. It is driven, in this order, by:
 4. the exact libpq and PgBouncer messages of a dropped connection, measured on a real
    PgBouncer (see FAULTS.md in the project): connection-level failures carry *no*
    SQLSTATE, even for ``pg_terminate_backend``, so the message is all there is.
+
+Both drivers are in the one table. They report the same drops differently
+(measured through the project's fault proxy and PgBouncer 1.18; psycopg2 2.9 on
+libpq 17, psycopg-binary 3.3 on libpq 18, both OpenSSL 3), psycopg2 first:
+
+- a TCP drop of a TLS connection (FIN or RST, idle, in a transaction, mid-query, a
+  lost COMMIT reply, a PgBouncer restart): ``SSL SYSCALL error: EOF detected``;
+  ``consuming input failed: SSL error: unexpected eof while reading``;
+- an RST during a query: ``server closed the connection unexpectedly`` (psycopg 3
+  prefixes ``consuming input failed:``);
+- ``pg_terminate_backend``, through PgBouncer or direct: no SQLSTATE, ``SSL
+  connection has been closed unexpectedly`` or ``server closed the connection
+  unexpectedly``; psycopg 3 keeps the server's message: ``AdminShutdown`` 57P01;
+- PgBouncer's ``query_wait_timeout``: ``SSL connection has been closed
+  unexpectedly``; ``ProtocolViolation`` 08P01 ``query_wait_timeout``;
+- reusing a dropped connection: ``InterfaceError: connection already closed``;
+  ``OperationalError: the connection is closed``;
+- connect-time failures: libpq's ``connection to server at ... failed: ...``; the
+  same text after ``connection failed:``.
+
+Timeouts carry the same SQLSTATEs with either driver (57014, 55P03).
 """
 
 from __future__ import annotations
@@ -117,6 +138,10 @@ _TRANSIENT_MESSAGES: tuple[_Rule, ...] = (
     _rule("SSL connection has been closed unexpectedly", ErrorKind.DISCONNECT),
     _rule("server closed the connection unexpectedly", ErrorKind.DISCONNECT),
     _rule("connection already closed", ErrorKind.DISCONNECT),  # psycopg2 InterfaceError
+    # psycopg 3 on libpq 18 / OpenSSL 3: any drop of a TLS connection.
+    _rule("SSL error: unexpected eof while reading", ErrorKind.DISCONNECT),
+    _rule("the connection is closed", ErrorKind.DISCONNECT),  # psycopg 3, reuse
+    _rule("the connection is lost", ErrorKind.DISCONNECT),  # psycopg 3, status BAD
     _rule("terminating connection due to administrator command", ErrorKind.DISCONNECT),
     _rule("server conn crashed", ErrorKind.DISCONNECT),  # PgBouncer
     _rule("connection to server was lost", ErrorKind.DISCONNECT),

@@ -8,6 +8,8 @@ import typing as t
 
 import sqlalchemy as sa
 
+from .driver import DRIVERS
+from .driver import installed_driver_names
 from .exceptions import ConfigurationError
 from .settings import MigrateSettings
 
@@ -17,10 +19,9 @@ logger = logging.getLogger(__name__)
 
 _KEY = "SAFE_MIGRATE_DATABASE_URI"
 
-#: Drivers this library speaks. Bare ``postgresql://`` (what Supabase, Neon and
-#: Heroku hand out) means psycopg 3 to SQLAlchemy 2.1; we pin it to psycopg2.
+#: Bare ``postgresql://`` (what Supabase, Neon and Heroku hand out) means psycopg 3
+#: to SQLAlchemy 2.1; we pick the installed driver, psycopg2 first.
 _BARE_NAMES = {"postgresql", "postgres"}
-_SUPPORTED = {"postgresql+psycopg2"}
 
 
 def safe_url(url: str | sa.URL | None) -> str:
@@ -36,8 +37,41 @@ def safe_url(url: str | sa.URL | None) -> str:
         return f"{scheme}://***"
 
 
+def _driver_name(driver: str, url: sa.URL, key: str) -> str:
+    """Return the driver for the URL's ``+driver`` part ('' when it names none).
+
+    :raises ConfigurationError: an unsupported driver, or one that is not installed.
+    """
+    installed = installed_driver_names()
+    if driver == "":
+        if not installed:
+            raise ConfigurationError(
+                "no PostgreSQL driver installed: pip install psycopg2-binary "
+                "(or psycopg[binary])",
+                key=key,
+            )
+        return installed[0]
+    if driver not in DRIVERS:
+        raise ConfigurationError(
+            f"driver {driver!r} in {safe_url(url)} is not supported: use "
+            "postgresql://, postgresql+psycopg2:// or postgresql+psycopg://",
+            key=key,
+        )
+    if driver not in installed:
+        raise ConfigurationError(
+            f"{safe_url(url)} asks for the {driver} driver, which is not installed: "
+            f"{DRIVERS[driver].extra}",
+            key=key,
+        )
+    return driver
+
+
 def parse_database_url(url: str | sa.URL | None, *, key: str = _KEY) -> sa.URL:
-    """Parse and check a migration URL; pin bare ``postgresql://`` to psycopg2.
+    """Parse and check a migration URL and name its driver.
+
+    ``postgresql+psycopg2://`` and ``postgresql+psycopg://`` (psycopg 3) are kept;
+    a bare ``postgresql://`` or ``postgres://`` gets the installed driver, psycopg2
+    first (for compatibility; SQLAlchemy 2.1 alone would pick psycopg 3).
 
     :raises ConfigurationError: missing, malformed or non-PostgreSQL URL, naming
         ``key`` and showing the URL with its password hidden.
@@ -63,14 +97,7 @@ def parse_database_url(url: str | sa.URL | None, *, key: str = _KEY) -> sa.URL:
             "supports PostgreSQL 13+ only",
             key=key,
         )
-    if driver in ("", "psycopg2"):
-        parsed = parsed.set(drivername="postgresql+psycopg2")
-    if parsed.drivername not in _SUPPORTED:
-        raise ConfigurationError(
-            f"driver {driver!r} in {safe_url(parsed)} is not supported: use "
-            "postgresql:// or postgresql+psycopg2:// (psycopg2 is the driver)",
-            key=key,
-        )
+    parsed = parsed.set(drivername=f"postgresql+{_driver_name(driver, parsed, key)}")
     if not parsed.host and "host" not in parsed.query:
         raise ConfigurationError(
             f"{safe_url(parsed)} names no host; expected "
@@ -100,6 +127,7 @@ def _ping_after_idle(dbapi_connection: t.Any, record: t.Any, proxy: t.Any) -> No
     if checked_in is None or time.monotonic() - checked_in < PING_AFTER_IDLE_SECONDS:
         return
     try:
+        # Both drivers' autocommit flags are client-side; no BEGIN is sent.
         previous = dbapi_connection.autocommit
         dbapi_connection.autocommit = True
         try:
@@ -125,6 +153,17 @@ def build_migration_engine(
     :raises ConfigurationError: the URL is missing, malformed or not PostgreSQL.
     """
     parsed = parse_database_url(url if url is not None else settings.database_uri)
+    options = _engine_options(settings, parsed)
+    engine = sa.create_engine(parsed, **options)
+    if not options["pool_pre_ping"]:
+        sa.event.listen(engine, "checkin", _record_checkin)
+        sa.event.listen(engine, "checkout", _ping_after_idle)
+    logger.debug("migration engine for %s (%s)", safe_url(parsed), engine.driver)
+    return engine
+
+
+def _engine_options(settings: MigrateSettings, parsed: sa.URL) -> dict[str, t.Any]:
+    """Return ``create_engine`` keywords: the defaults, then the user's options."""
     connect_args: dict[str, t.Any] = {
         "connect_timeout": max(1, round(settings.connect_timeout_seconds)),
         "application_name": settings.application_name,
@@ -136,6 +175,9 @@ def build_migration_engine(
     for name in list(connect_args):
         if name in parsed.query:
             del connect_args[name]  # the URL's own value wins
+    # psycopg 3: prepare_threshold=None, no server-side prepared statements (they
+    # outlive the transaction, which a transaction-mode pooler does not guarantee).
+    connect_args.update(DRIVERS[parsed.get_driver_name()].connect_args())
     options: dict[str, t.Any] = {
         "pool_size": 1,
         "max_overflow": 2,
@@ -148,9 +190,5 @@ def build_migration_engine(
     user_options = dict(settings.engine_options)
     connect_args.update(user_options.pop("connect_args", {}))
     options.update(user_options)
-    engine = sa.create_engine(parsed, connect_args=connect_args, **options)
-    if not options["pool_pre_ping"]:
-        sa.event.listen(engine, "checkin", _record_checkin)
-        sa.event.listen(engine, "checkout", _ping_after_idle)
-    logger.debug("migration engine for %s", safe_url(parsed))
-    return engine
+    options["connect_args"] = connect_args
+    return options

@@ -3,7 +3,8 @@
 Every attempt opens a fresh connection from the migration engine and sends, in one
 message, ``BEGIN; SELECT pg_current_xact_id()``; then the caller's statements; then
 ``COMMIT``. That is the same number of round trips as a plain ``engine.begin()`` block
-on psycopg2 (which sends ``BEGIN`` on its own), so knowing the transaction id is free.
+(psycopg2 and psycopg 3 both send ``BEGIN`` on its own), so knowing the transaction id
+is free. What differs between the drivers is behind :mod:`.driver`.
 
 When the connection drops while the ``COMMIT`` is in flight, the error cannot tell
 whether the transaction committed (the reply was lost, or the request was). The next
@@ -22,12 +23,15 @@ import time
 import typing as t
 from dataclasses import dataclass
 
-import psycopg2.extensions as ext
 import sqlalchemy as sa
 
 from .disconnects import ErrorKind
 from .disconnects import classify_error
 from .disconnects import is_disconnect
+from .driver import execute_script
+from .driver import in_server_transaction
+from .driver import set_autocommit
+from .driver import xact_status
 from .retry import RetryIf
 from .retry import RetryPolicy
 from .retry import RetryState
@@ -56,7 +60,6 @@ logger = logging.getLogger(__name__)
 R = t.TypeVar("R")
 
 _BEGIN_XID = "BEGIN; SELECT pg_current_xact_id()::text"
-_NO_PARAMS: dict[str, t.Any] = {"no_parameters": True}
 
 
 class CommitInProgressError(Exception):
@@ -84,14 +87,13 @@ def open_autocommit(engine: sa.Engine) -> sa.Connection:
     """Check out a connection whose DBAPI connection is in autocommit mode.
 
     The caller sends ``BEGIN``/``COMMIT`` itself, so it decides what goes in each
-    network message. psycopg2's ``autocommit`` flag is set directly (client-side,
-    no I/O), not through SQLAlchemy's isolation-level option, whose reset on
-    return sends a session-level ``SET default_transaction_isolation`` that has no
-    place behind a transaction-mode pooler. Close it with :func:`release`.
+    network message. The driver's ``autocommit`` flag is set directly
+    (:func:`~flask_safe_migrate.core.driver.set_autocommit`: client-side, no I/O).
+    Close it with :func:`release`.
     """
     conn = engine.connect()
     try:
-        _dbapi(conn).autocommit = True
+        set_autocommit(conn, True)
     except BaseException:
         conn.invalidate()
         conn.close()
@@ -99,39 +101,22 @@ def open_autocommit(engine: sa.Engine) -> sa.Connection:
     return conn
 
 
-def _dbapi(conn: sa.Connection) -> t.Any:
-    return conn.connection.dbapi_connection
-
-
-def _in_server_transaction(conn: sa.Connection) -> bool:
-    """Return whether the server still has a transaction open on ``conn`` (no I/O)."""
-    if conn.invalidated or conn.closed:
-        return False
-    raw = _dbapi(conn)
-    if raw is None or raw.closed:
-        return False
-    status = raw.info.transaction_status
-    return bool(status != ext.TRANSACTION_STATUS_IDLE)
-
-
 def release(conn: sa.Connection) -> None:
     """Roll back a transaction left open on ``conn``, then return it to the pool.
 
-    In autocommit mode neither psycopg2 nor the pool's reset-on-return knows about
+    In autocommit mode neither the driver nor the pool's reset-on-return knows about
     an explicit ``BEGIN``, so a transaction left open would stay open (and, through
     PgBouncer, pin a server connection). If the ROLLBACK fails, the connection is
     invalidated, never returned to the pool.
     """
     try:
-        if _in_server_transaction(conn):
+        if in_server_transaction(conn):
             try:
-                conn.exec_driver_sql("ROLLBACK", execution_options=_NO_PARAMS)
+                execute_script(conn, "ROLLBACK")
             except Exception:
                 conn.invalidate()
         if not conn.invalidated and not conn.closed:
-            raw = _dbapi(conn)
-            if raw is not None and not raw.closed:
-                raw.autocommit = False
+            set_autocommit(conn, False)
     finally:
         conn.close()
 
@@ -192,9 +177,7 @@ def _commit_landed(conn: sa.Connection, xid: str) -> bool:
 
     :raises CommitInProgressError: it is still running; ask again later.
     """
-    status = conn.exec_driver_sql(
-        "SELECT pg_xact_status(%(xid)s::xid8)", {"xid": xid}
-    ).scalar()
+    status = xact_status(conn, xid)
     if status == "committed":
         logger.info(
             "the lost COMMIT of transaction %s did land; not running again", xid
@@ -225,13 +208,11 @@ def run_with_retry_stats(
                 assert call.has_result
                 return t.cast(R, call.result)
             call.pending_xid = None
-            xid = conn.exec_driver_sql(
-                _BEGIN_XID, execution_options=_NO_PARAMS
-            ).scalar()
+            xid = execute_script(conn, _BEGIN_XID).scalar()
             result = fn(conn)
             call.result, call.has_result = result, True
             try:
-                conn.exec_driver_sql("COMMIT", execution_options=_NO_PARAMS)
+                execute_script(conn, "COMMIT")
             except Exception as exc:
                 # Dropped: ambiguous, asked on the next attempt. Answered with an
                 # error: it did not commit.
@@ -295,13 +276,14 @@ def execute_on(
     conn: sa.Connection, sql: str, params: t.Mapping[str, t.Any] | None = None
 ) -> tuple[list[tuple[t.Any, ...]], int]:
     """Execute ``sql`` on ``conn``: as written without ``params`` (``%`` and
-    ``:name`` are not placeholders), else as :func:`sqlalchemy.text` with ``:name``
-    placeholders.
+    ``:name`` are not placeholders; several statements go in one message), else as
+    :func:`sqlalchemy.text` with ``:name`` placeholders.
 
-    :returns: the rows (none when the statement returns none) and the row count.
+    :returns: the rows (none when the statement returns none) and the row count of
+        the last statement, on either driver.
     """
     if params is None:
-        result = conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)
+        result = execute_script(conn, sql)
     else:
         result = conn.execute(sa.text(sql), dict(params))
     rows = [tuple(r) for r in result.fetchall()] if result.returns_rows else []
@@ -402,7 +384,7 @@ def execute_with_retry(
 
     def work(conn: sa.Connection) -> int | list[sa.Row[t.Any]]:
         if params is None:
-            result = conn.exec_driver_sql(sql, execution_options=_NO_PARAMS)
+            result = execute_script(conn, sql)
         else:
             result = conn.execute(sa.text(sql), dict(params))
         if fetch:

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from .drivers import proxy_url_on_driver  # noqa: F401 - fixtures: one run per driver
+from .drivers import url_driver  # noqa: F401
 from .matrix import DEFAULT_MAJOR
 from .matrix import Combination
 from .matrix import is_matrix_test

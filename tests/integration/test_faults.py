@@ -11,7 +11,6 @@ import typing as t
 
 import psycopg2
 import psycopg2.errors
-import psycopg2.extensions
 import pytest
 import sqlalchemy as sa
 
@@ -19,6 +18,7 @@ from flask_safe_migrate.core.disconnects import ErrorKind
 from flask_safe_migrate.core.disconnects import classify_error
 from flask_safe_migrate.core.disconnects import is_retryable
 
+from .drivers import connect_psycopg
 from .services import FaultProxy
 from .services import PgBouncer
 from .services import TestDatabase
@@ -50,19 +50,23 @@ ERROR_WITHIN_SECONDS = 30.0
 
 
 class Client:
-    """One connection, raw psycopg2 or a SQLAlchemy ``Connection``, with one API.
+    """One connection, raw or a SQLAlchemy ``Connection``, with one API.
 
-    Both run with autocommit off, as an application would: the first statement opens a
-    transaction and ``commit()`` ends it.
+    ``driver`` is ``psycopg2`` or ``psycopg`` (raw), or ``sqlalchemy`` (the URL's
+    driver). All run with autocommit off, as an application would: the first
+    statement opens a transaction and ``commit()`` ends it.
     """
 
     def __init__(self, driver: str, url: str) -> None:
         self.driver = driver
-        self.raw: psycopg2.extensions.connection | None = None
+        # psycopg2's or psycopg 3's connection: the methods used are the same.
+        self.raw: t.Any = None
         self.engine: sa.Engine | None = None
         self.conn: sa.Connection | None = None
         if driver == "psycopg2":
             self.raw = connect_psycopg2(url)
+        elif driver == "psycopg":
+            self.raw = connect_psycopg(url)
         else:
             self.engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
             self.conn = self.engine.connect()
@@ -135,6 +139,9 @@ def _connect_and_close(driver: str, url: str) -> None:
     if driver == "psycopg2":
         connect_psycopg2(url).close()
         return
+    if driver == "psycopg":
+        connect_psycopg(url).close()
+        return
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         engine.connect().close()
@@ -143,7 +150,7 @@ def _connect_and_close(driver: str, url: str) -> None:
 
 
 def dbapi_error(exc: BaseException) -> BaseException:
-    """Return the psycopg2 exception behind ``exc``."""
+    """Return the driver's exception behind ``exc``."""
     if isinstance(exc, sa.exc.DBAPIError):
         assert exc.orig is not None
         return exc.orig

@@ -28,6 +28,7 @@ from flask_safe_migrate.core.steps import StepHandle
 from flask_safe_migrate.core.steps import StepRegistry
 
 from . import migration30
+from .drivers import with_driver
 from .services import FaultProxy
 from .services import TestDatabase
 from .services import connect_psycopg2
@@ -68,7 +69,10 @@ def ledger_ids(db: TestDatabase) -> list[str]:
 
 
 def test_thirty_steps_with_every_commit_reply_lost_apply_once(
-    database: TestDatabase, proxy: FaultProxy, engines: list[sa.Engine]
+    database: TestDatabase,
+    proxy: FaultProxy,
+    engines: list[sa.Engine],
+    url_driver: str,
 ) -> None:
     """Dropping the reply to each step's COMMIT once still applies each step once."""
 
@@ -78,7 +82,9 @@ def test_thirty_steps_with_every_commit_reply_lost_apply_once(
 
     proxy.drop_each_commit_once(step_of)
     runner = runner_for(
-        settings_for(proxy.url(database.name)), migration30.build_registry(), engines
+        settings_for(proxy.url(database.name, driver=url_driver)),
+        migration30.build_registry(),
+        engines,
     )
     report = runner.run()
     assert proxy.dropped_commits == 30
@@ -90,13 +96,18 @@ def test_thirty_steps_with_every_commit_reply_lost_apply_once(
 
 
 def test_random_kills_during_a_migration_apply_each_step_once(
-    database: TestDatabase, proxy: FaultProxy, engines: list[sa.Engine]
+    database: TestDatabase,
+    proxy: FaultProxy,
+    engines: list[sa.Engine],
+    url_driver: str,
 ) -> None:
     """Connections killed at random moments never leave a step half or twice applied."""
     proxy.latency_seconds = 0.002
     proxy.chaos(0.03, 0.2)
     runner = runner_for(
-        settings_for(proxy.url(database.name), retry_max_attempts=40),
+        settings_for(
+            proxy.url(database.name, driver=url_driver), retry_max_attempts=40
+        ),
         migration30.build_registry(),
         engines,
     )
@@ -128,13 +139,16 @@ _WORKER = textwrap.dedent(
 
 
 def test_eight_processes_at_once_apply_each_step_once(
-    database: TestDatabase, spawn: t.Callable[..., subprocess.Popen[str]]
+    database: TestDatabase,
+    spawn: t.Callable[..., subprocess.Popen[str]],
+    url_driver: str,
 ) -> None:
     """8 processes running the same migration together through PgBouncer all succeed."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    url = with_driver(database.bouncer_url, url_driver)
     procs = [
         spawn(
-            [sys.executable, "-c", _WORKER, database.bouncer_url],
+            [sys.executable, "-c", _WORKER, url],
             cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,
@@ -326,10 +340,13 @@ def test_syntax_error_is_refused_before_anything_runs(
 
 
 def test_round_trips_fast_path_and_per_pending_step(
-    database: TestDatabase, proxy: FaultProxy, engines: list[sa.Engine]
+    database: TestDatabase,
+    proxy: FaultProxy,
+    engines: list[sa.Engine],
+    url_driver: str,
 ) -> None:
     """Up to date costs one query; a pending SQL step two; counted at the proxy."""
-    settings = settings_for(proxy.url(database.name))
+    settings = settings_for(proxy.url(database.name, driver=url_driver))
     registry = StepRegistry()
     runner = runner_for(settings, registry, engines)
     runner.run()  # creates the ledger, warms the engine (dialect setup)

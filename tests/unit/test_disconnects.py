@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import psycopg
+import psycopg.errors
 import psycopg2
 import pytest
 import sqlalchemy as sa
@@ -162,3 +164,98 @@ def test_describe_error_is_one_line() -> None:
     )
     assert coded.endswith("[SQLSTATE 55P03]")
     assert "\n" not in coded
+
+
+PG3_EOF = "consuming input failed: SSL error: unexpected eof while reading"
+PG3_PREFIX = "connection failed: " + PREFIX
+
+
+@pytest.mark.parametrize(
+    ("orig", "invalidated", "kind"),
+    [
+        (psycopg.OperationalError(PG3_EOF), True, ErrorKind.DISCONNECT),
+        (
+            psycopg.OperationalError("consuming input failed: " + RST + RST),
+            True,
+            ErrorKind.DISCONNECT,
+        ),
+        (
+            psycopg.OperationalError("the connection is closed"),
+            False,
+            ErrorKind.DISCONNECT,
+        ),
+        (
+            psycopg.OperationalError("the connection is lost"),
+            False,
+            ErrorKind.DISCONNECT,
+        ),
+        (
+            psycopg.errors.AdminShutdown(
+                "terminating connection due to administrator command"
+            ),
+            True,
+            ErrorKind.DISCONNECT,
+        ),
+        (
+            psycopg.errors.ProtocolViolation("query_wait_timeout"),
+            True,
+            ErrorKind.DISCONNECT,
+        ),
+        (
+            psycopg.OperationalError(
+                PG3_PREFIX + "Connection refused\n\tIs the server running?"
+            ),
+            False,
+            ErrorKind.CONNECT_FAILED,
+        ),
+        (
+            psycopg.OperationalError(
+                PG3_PREFIX + "SSL error: unexpected eof while reading"
+            ),
+            False,
+            ErrorKind.CONNECT_FAILED,
+        ),
+        (
+            psycopg.OperationalError("connection timeout expired"),
+            False,
+            ErrorKind.CONNECT_FAILED,
+        ),
+        (
+            psycopg.OperationalError(PG3_PREFIX + "FATAL:  SASL authentication failed"),
+            False,
+            ErrorKind.FATAL,
+        ),
+        (
+            psycopg.OperationalError(PG3_PREFIX + "FATAL:  SSL required"),
+            False,
+            ErrorKind.FATAL,
+        ),
+        (
+            psycopg.errors.QueryCanceled(
+                "canceling statement due to statement timeout"
+            ),
+            False,
+            ErrorKind.FATAL,
+        ),
+        (
+            psycopg.errors.LockNotAvailable("canceling statement due to lock timeout"),
+            False,
+            ErrorKind.LOCK_NOT_AVAILABLE,
+        ),
+    ],
+    ids=lambda value: (
+        value if not isinstance(value, Exception) else type(value).__name__
+    ),
+)
+def test_psycopg3_errors_are_classified(
+    orig: Exception, invalidated: bool, kind: ErrorKind
+) -> None:
+    """psycopg 3's classes, messages and SQLSTATEs of the same faults (FAULTS.md)."""
+    assert classify_error(wrapped(orig, invalidated=invalidated)) is kind
+    assert classify_error(orig) is kind
+
+
+def test_psycopg3_sqlstate_is_read_and_described() -> None:
+    """psycopg 3 names the code ``sqlstate`` (psycopg2: ``pgcode``); both are read."""
+    exc = psycopg.errors.AdminShutdown("terminating connection")
+    assert describe_error(exc).endswith("[SQLSTATE 57P01]")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import typing as t
+
 import pytest
 import sqlalchemy as sa
 
+from flask_safe_migrate.core import engine as engine_module
 from flask_safe_migrate.core.engine import build_migration_engine
 from flask_safe_migrate.core.engine import parse_database_url
 from flask_safe_migrate.core.engine import safe_url
@@ -22,9 +25,48 @@ SECRET = "s3cr3t-pw"
         f"postgresql+psycopg2://app:{SECRET}@db.example.com/postgres",
     ],
 )
-def test_bare_urls_use_psycopg2(url: str) -> None:
-    """Bare postgresql:// and Heroku's postgres:// are pinned to psycopg2."""
+def test_bare_urls_prefer_psycopg2(url: str) -> None:
+    """Bare postgresql:// and Heroku's postgres:// get psycopg2 when it is installed."""
     assert parse_database_url(url).drivername == "postgresql+psycopg2"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql+psycopg://app:{SECRET}@db.example.com/postgres",
+        f"postgres+psycopg://app:{SECRET}@db.example.com/postgres",
+    ],
+)
+def test_psycopg3_urls_keep_their_driver(url: str) -> None:
+    """postgresql+psycopg:// (psycopg 3) is a supported driver of its own."""
+    assert parse_database_url(url).drivername == "postgresql+psycopg"
+
+
+def test_bare_url_falls_back_to_psycopg3(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without psycopg2 installed, a bare URL gets psycopg 3."""
+    monkeypatch.setattr(engine_module, "installed_driver_names", lambda: ["psycopg"])
+    url = parse_database_url("postgresql://u:p@h/db")
+    assert url.drivername == "postgresql+psycopg"
+
+
+def test_no_driver_installed_is_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With neither driver installed, the error says what to install."""
+    monkeypatch.setattr(engine_module, "installed_driver_names", lambda: [])
+    with pytest.raises(ConfigurationError, match="no PostgreSQL driver installed"):
+        parse_database_url(f"postgresql://u:{SECRET}@h/db")
+
+
+def test_missing_named_driver_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A URL naming psycopg 3 when only psycopg2 is installed names the extra."""
+    monkeypatch.setattr(engine_module, "installed_driver_names", lambda: ["psycopg2"])
+    with pytest.raises(ConfigurationError) as info:
+        parse_database_url(f"postgresql+psycopg://u:{SECRET}@h/db")
+    assert "flask-safe-migrate[psycopg]" in str(info.value)
+    assert SECRET not in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -36,6 +78,8 @@ def test_bare_urls_use_psycopg2(url: str) -> None:
         ("sqlite:///app.db", "is not a PostgreSQL URL"),
         (f"mysql://u:{SECRET}@h/db", "is not a PostgreSQL URL"),
         (f"postgresql+asyncpg://u:{SECRET}@h/db", "is not supported"),
+        (f"postgresql+pg8000://u:{SECRET}@h/db", "is not supported"),
+        (f"postgresql+psycopg_async://u:{SECRET}@h/db", "is not supported"),
         (f"postgresql://u:{SECRET}@/db", "names no host"),
     ],
 )
@@ -93,3 +137,29 @@ def test_engine_connect_args_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert args["keepalives"] == 1
     assert args["connect_timeout"] == 10
     assert seen["pool_size"] == 1
+
+
+@pytest.mark.parametrize(
+    ("scheme", "expected"),
+    [("postgresql+psycopg2", {}), ("postgresql+psycopg", {"prepare_threshold": None})],
+)
+def test_psycopg3_engine_never_prepares_on_the_server(
+    monkeypatch: pytest.MonkeyPatch, scheme: str, expected: dict[str, object]
+) -> None:
+    """psycopg 3 gets prepare_threshold=None; psycopg2 has no such argument."""
+    seen: dict[str, t.Any] = {}
+    real = sa.create_engine
+
+    def spy(url: sa.URL, **kwargs: t.Any) -> sa.Engine:
+        seen.update(kwargs)
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(sa, "create_engine", spy)
+    engine = build_migration_engine(
+        MigrateSettings(database_uri=f"{scheme}://u:p@h/db")
+    )
+    assert engine.driver == scheme.partition("+")[2]
+    engine.dispose()
+    args = seen["connect_args"]
+    assert {k: args[k] for k in expected} == expected
+    assert ("prepare_threshold" in args) == bool(expected)

@@ -62,7 +62,6 @@ __all__ = ["BackfillPhase", "BackfillProgress", "next_batch_size"]
 
 logger = logging.getLogger(__name__)
 
-_NO_PARAMS = {"no_parameters": True}
 _QUERY_CANCELED = "57014"
 _INTEGER_TYPES = ("bigint", "integer", "smallint")
 #: Batch size bounds, and how much one batch may change the next one's size.

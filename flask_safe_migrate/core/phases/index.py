@@ -71,7 +71,6 @@ __all__ = ["IndexPhase", "IndexTarget", "dedup_sql", "migrator_id"]
 
 logger = logging.getLogger(__name__)
 
-_NO_PARAMS = {"no_parameters": True}
 _UNIQUE_VIOLATION = "23505"
 _QUERY_CANCELED = "57014"
 #: How often a migrator polls a build or a lease held by someone else.

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from ..disconnects import ErrorKind
 from ..disconnects import classify_error
 from ..disconnects import is_disconnect
+from ..driver import execute_script
 from ..exceptions import LockNotAcquiredError
 from ..exceptions import StepRefusedError
 from ..ledger import duration_literal
@@ -52,8 +53,6 @@ from . import translate_db_errors
 __all__ = ["SchemaPhase", "check_schema_sql"]
 
 logger = logging.getLogger(__name__)
-
-_NO_PARAMS = {"no_parameters": True}
 
 
 def check_schema_sql(step: Step, sql: str) -> list[Statement]:
@@ -249,7 +248,7 @@ class SchemaPhase(PhaseRunner):
                 step.fn(attempts.handle)
                 message = f"{insert};\nCOMMIT"
             try:
-                conn.exec_driver_sql(message, execution_options=_NO_PARAMS)
+                execute_script(conn, message)
             except Exception as exc:
                 if is_disconnect(exc):
                     attempts.commit_maybe_landed = True
@@ -283,9 +282,7 @@ class SchemaPhase(PhaseRunner):
             )
         parts.append(self.ledger.select_one_sql(step.id))
         try:
-            return conn.exec_driver_sql(
-                ";\n".join(parts), execution_options=_NO_PARAMS
-            ).fetchone()
+            return execute_script(conn, ";\n".join(parts)).fetchone()
         except Exception as exc:
             if classify_error(exc) is not ErrorKind.LOCK_NOT_AVAILABLE:
                 raise
