@@ -15,7 +15,20 @@ from .sql import duration_literal
 from .sql import literal
 from .sql import quote_ident
 
-__all__ = ["Ledger", "LedgerRow", "duration_literal", "literal", "quote_ident"]
+__all__ = [
+    "ALREADY_APPLIED_SQLSTATE",
+    "LOCK_WAIT_SQLSTATE",
+    "Ledger",
+    "LedgerRow",
+    "duration_literal",
+    "literal",
+    "quote_ident",
+]
+
+#: SQLSTATE raised by :meth:`Ledger.guard_sql` when the migration lock stayed taken.
+LOCK_WAIT_SQLSTATE = "SM001"
+#: SQLSTATE raised by :meth:`Ledger.guard_sql` when the step's row is there.
+ALREADY_APPLIED_SQLSTATE = "SM002"
 
 #: Ledger columns, in SELECT order.
 _COLUMNS = (
@@ -115,6 +128,37 @@ class Ledger:
             f"SELECT pg_advisory_xact_lock({self.lock_key})"
         )
 
+    def guard_sql(self, step_id: str) -> str:
+        """A ``DO`` statement: take the migration lock (within the ``lock_timeout``
+        in force), then check that the step has no row.
+
+        It raises :data:`LOCK_WAIT_SQLSTATE` when the lock stayed taken and
+        :data:`ALREADY_APPLIED_SQLSTATE` when another runner applied the step; both
+        carry the step id as their DETAIL. In a message of several transactions
+        the error ends the message there, so the step's SQL never runs twice.
+        """
+        sid = literal(step_id)
+        body = (
+            f"BEGIN\n  BEGIN\n    PERFORM pg_advisory_xact_lock({self.lock_key});\n"
+            "  EXCEPTION WHEN lock_not_available THEN\n"
+            "    RAISE EXCEPTION 'flask-safe-migrate: the migration lock stayed "
+            f"taken' USING ERRCODE = '{LOCK_WAIT_SQLSTATE}', DETAIL = {sid};\n"
+            "  END;\n"
+            f"  IF EXISTS (SELECT FROM {self.qualified} WHERE step_id = {sid}) THEN\n"
+            "    RAISE EXCEPTION 'flask-safe-migrate: step already applied' USING "
+            f"ERRCODE = '{ALREADY_APPLIED_SQLSTATE}', DETAIL = {sid};\n"
+            "  END IF;\nEND"
+        )
+        return f"DO {literal(body)}"
+
+    def applied_among_sql(self, step_ids: t.Sequence[str]) -> str:
+        """Select ``step_id, duration_seconds`` of the applied ones of ``step_ids``."""
+        ids = ", ".join(literal(i) for i in step_ids)
+        return (
+            f"SELECT step_id, duration_seconds FROM {self.qualified} "
+            f"WHERE state = 'applied' AND step_id IN ({ids})"
+        )
+
     def insert_applied_sql(
         self,
         *,
@@ -123,19 +167,21 @@ class Ledger:
         checksum: str,
         attempts: int,
         progress: dict[str, t.Any] | None = None,
+        started: str = "statement_timestamp()",
     ) -> str:
         """Record a step as applied; its duration is measured by the server.
 
         ``statement_timestamp()`` is when the message carrying the step arrived, so
-        put this statement in the same message as the step's SQL.
+        put this statement in the same message as the step's SQL; with several
+        steps in one message, pass ``started="transaction_timestamp()"``.
         """
         return (
             f"INSERT INTO {self.qualified} "
             "(step_id, phase, checksum, state, applied_at, started_at, "
             "duration_seconds, attempts, progress) VALUES ("
             f"{literal(step_id)}, {literal(phase)}, {literal(checksum)}, 'applied', "
-            "clock_timestamp(), statement_timestamp(), "
-            "extract(epoch FROM clock_timestamp() - statement_timestamp()), "
+            f"clock_timestamp(), {started}, "
+            f"extract(epoch FROM clock_timestamp() - {started}), "
             f"{literal(attempts)}, {literal(progress)})"
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -24,6 +25,8 @@ from .phases import StepOutcome
 from .phases.backfill import BackfillPhase
 from .phases.backfill import BackfillProgress
 from .phases.index import IndexPhase
+from .phases.pipeline import SchemaPipeline
+from .phases.pipeline import is_pipelined
 from .phases.schema import SchemaPhase
 from .phases.schema import check_schema_sql
 from .retry import RetryPolicy
@@ -145,6 +148,8 @@ class Runner:
         self.backfill = BackfillPhase(
             settings, engine, self.ledger, on_progress=on_progress, **timing
         )
+        #: Consecutive pending SQL schema steps, several per message.
+        self.pipeline = SchemaPipeline(self.schema, sleep=sleep, rng=rng)
         #: How each phase applies a step.
         self.phases: dict[Phase, PhaseRunner] = {
             Phase.SCHEMA: self.schema,
@@ -340,23 +345,45 @@ class Runner:
         self, report: RunReport, started: float, max_seconds: float | None
     ) -> None:
         deadline = None if max_seconds is None else started + max_seconds
-        for step in report.pending:
+        done = 0
+        while done < len(report.pending):
             if deadline is not None and self._clock() >= deadline:
                 logger.info("time budget of %.1fs used; stopping", max_seconds)
                 report.stopped_by_budget = True
                 return
             try:
-                outcome = self.phases[step.phase].apply(step, deadline=deadline)
+                done = self._apply_next(report, done, deadline)
             except StepFailedError as exc:
                 report.elapsed_seconds = self._clock() - started
                 exc.report = report  # the partial report
                 raise
-            report.outcomes.append(outcome)
-            if self.on_outcome is not None:
-                self.on_outcome(outcome)
-            if outcome.status == "partial":
-                report.stopped_by_budget = True
+            if report.stopped_by_budget:
                 return
+
+    def _apply_next(self, report: RunReport, done: int, deadline: float | None) -> int:
+        """Apply the next pending step, or the run of SQL schema steps it starts
+        (pipelined, several per message); return how many are done now."""
+        pending = report.pending
+        group = list(itertools.takewhile(is_pipelined, pending[done:]))
+        if group:
+            count = self.pipeline.apply(
+                group,
+                lambda o: self._record(report, o),
+                deadline=deadline,
+                clock=self._clock,
+            )
+            report.stopped_by_budget = count < len(group)
+            return done + count
+        step = pending[done]
+        outcome = self.phases[step.phase].apply(step, deadline=deadline)
+        self._record(report, outcome)
+        report.stopped_by_budget = outcome.status == "partial"
+        return done + 1
+
+    def _record(self, report: RunReport, outcome: StepOutcome) -> None:
+        report.outcomes.append(outcome)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
 
     def _on_changed(self, changed: list[StepStatus]) -> None:
         details = "; ".join(

@@ -1,6 +1,8 @@
 """The schema phase: each step one short transaction under lock_timeout, applied once.
 
-A pending SQL step costs two network messages (round trips):
+Consecutive pending SQL steps are sent several to one message by
+:mod:`.pipeline`; a step sent alone (a function step, or a step that stopped its
+message) costs two network messages (round trips):
 
 1. ``BEGIN; SET LOCAL lock_timeout = <advisory wait>; SELECT pg_advisory_xact_lock(K);
    SET LOCAL lock_timeout = <this attempt's>; [SET LOCAL statement_timeout];
@@ -50,7 +52,7 @@ from . import describe_step
 from . import is_transient
 from . import translate_db_errors
 
-__all__ = ["SchemaPhase", "check_schema_sql"]
+__all__ = ["SchemaPhase", "check_schema_sql", "found_applied"]
 
 logger = logging.getLogger(__name__)
 
@@ -175,22 +177,49 @@ class SchemaPhase(PhaseRunner):
         :raises LockNotAcquiredError: the table (or the migration lock) stayed locked.
         :raises StepFailedError: any other failure; ``__cause__`` has the details.
         """
+        return self.resume(step)
+
+    def resume(
+        self,
+        step: Step,
+        *,
+        attempts: int = 0,
+        maybe_landed: bool = False,
+        lock_error: Exception | None = None,
+    ) -> StepOutcome:
+        """Apply ``step`` alone, as :meth:`apply`, after earlier attempts elsewhere.
+
+        The pipeline (:mod:`.pipeline`) hands a step here when its message stopped
+        at it, so it is handled exactly as a step that was never pipelined.
+
+        :param attempts: attempts already made (the ledger row counts them all).
+        :param maybe_landed: an earlier attempt's message was cut: if the ledger
+            has the step, it was applied (by that message), not skipped.
+        :param lock_error: the first lock attempt already failed with this error:
+            pause as the lock-retry schedule says, then go on with the second.
+        """
         statements = check_schema_sql(step, step.sql) if step.sql is not None else []
-        attempts = _Attempts(step, statements)
+        state = _Attempts(
+            step, statements, count=attempts, commit_maybe_landed=maybe_landed
+        )
         policy = self.policy(retry=is_transient)
         started = self._clock()
-        with translate_db_errors(step, hint=attempts.hint):
-            for lock_attempt in itertools.count():
+        first = 0
+        with translate_db_errors(step, hint=state.hint):
+            if lock_error is not None:
+                self._wait_for_lock(state, self.lock_plan(0), 0, started, lock_error)
+                first = 1
+            for lock_attempt in itertools.count(first):
                 plan = self.lock_plan(lock_attempt)
                 try:
                     outcome, _ = policy.call(
-                        self._attempt, attempts, plan.lock_timeout_seconds
+                        self._attempt, state, plan.lock_timeout_seconds
                     )
                     return outcome
                 except Exception as exc:
                     if classify_error(exc) is not ErrorKind.LOCK_NOT_AVAILABLE:
                         raise
-                    self._wait_for_lock(attempts, plan, lock_attempt, started, exc)
+                    self._wait_for_lock(state, plan, lock_attempt, started, exc)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def lock_plan(self, lock_attempt: int) -> LockAttempt:
@@ -286,37 +315,25 @@ class SchemaPhase(PhaseRunner):
         except Exception as exc:
             if classify_error(exc) is not ErrorKind.LOCK_NOT_AVAILABLE:
                 raise
-            wait = self.settings.advisory_lock_wait_seconds
-            raise LockNotAcquiredError(
-                f"{describe_step(step)}: another runner held the migration lock for "
-                f"more than {wait:g}s (SAFE_MIGRATE_ADVISORY_LOCK_WAIT_SECONDS)",
-                key=f"advisory:{self.ledger.lock_key}",
-                waited_seconds=wait,
-                step_id=step.id,
-            ) from exc
+            raise self.migration_lock_error(step) from exc
+
+    def migration_lock_error(self, step: Step) -> LockNotAcquiredError:
+        """The error when another runner held the migration lock too long."""
+        wait = self.settings.advisory_lock_wait_seconds
+        return LockNotAcquiredError(
+            f"{describe_step(step)}: another runner held the migration lock for "
+            f"more than {wait:g}s (SAFE_MIGRATE_ADVISORY_LOCK_WAIT_SECONDS)",
+            key=f"advisory:{self.ledger.lock_key}",
+            waited_seconds=wait,
+            step_id=step.id,
+        )
 
     def _found_applied(self, attempts: _Attempts, elapsed: float) -> StepOutcome:
-        step = attempts.step
-        if attempts.commit_maybe_landed:
-            logger.info(
-                "step %s: the reply to its COMMIT was lost; the ledger shows it "
-                "applied, so it is not run again",
-                step.id,
-            )
-            status, detail = (
-                "applied",
-                "commit reply lost; confirmed applied in the ledger",
-            )
-        else:
-            logger.info("step %s: already applied by another runner", step.id)
-            status, detail = "skipped", "applied by another runner"
-        return StepOutcome(
-            step_id=step.id,
-            phase=step.phase.value,
-            status=status,
+        return found_applied(
+            attempts.step,
             attempts=attempts.count,
-            duration_seconds=elapsed,
-            detail=detail,
+            maybe_landed=attempts.commit_maybe_landed,
+            elapsed=elapsed,
         )
 
     def _lock_gave_up(self, attempts: _Attempts, waited: float) -> LockNotAcquiredError:
@@ -343,6 +360,34 @@ class SchemaPhase(PhaseRunner):
             step_id=step.id,
             blockers=blockers,
         )
+
+
+def found_applied(
+    step: Step, *, attempts: int, maybe_landed: bool, elapsed: float = 0.0
+) -> StepOutcome:
+    """The outcome of a step found in the ledger before its SQL ran.
+
+    ``maybe_landed``: an earlier attempt's COMMIT (or message) was cut, so the
+    row is that attempt's and the step counts as applied by this run.
+    """
+    if maybe_landed:
+        logger.info(
+            "step %s: the reply to its COMMIT was lost; the ledger shows it "
+            "applied, so it is not run again",
+            step.id,
+        )
+        status, detail = "applied", "commit reply lost; confirmed applied in the ledger"
+    else:
+        logger.info("step %s: already applied by another runner", step.id)
+        status, detail = "skipped", "applied by another runner"
+    return StepOutcome(
+        step_id=step.id,
+        phase=step.phase.value,
+        status=status,
+        attempts=attempts,
+        duration_seconds=elapsed,
+        detail=detail,
+    )
 
 
 def _statement_hint(exc: BaseException, statements: list[Statement]) -> str:

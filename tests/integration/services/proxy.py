@@ -408,6 +408,12 @@ class FaultProxy:
 
         self._set_commit_rule(_CommitRule(_DROP_REPLY, first_time))
 
+    def kill_before(self, filter: t.Callable[[str], bool]) -> None:
+        """Kill the connection instead of forwarding a Query for which
+        ``filter(txn_text)`` is true (any Query, not only COMMITs). Replaces any
+        commit rule."""
+        self._set_commit_rule(_CommitRule(_KILL, filter, any_query=True))
+
     def kill_before_commit(self, filter: t.Callable[[str], bool] | None = None) -> None:
         """Kill the connection instead of forwarding a matching COMMIT."""
         self._set_commit_rule(_CommitRule(_KILL, filter))
