@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import gc
 import hashlib
 import os
 import random
 import signal
+import ssl
 import subprocess
 import time
 import typing as t
@@ -27,6 +29,7 @@ from .services import connect_psycopg2
 from .services import free_port
 from .services import reap
 from .services import wait_until
+from .services.proxy import start_tls
 
 
 def _fetch(conn: psycopg2.extensions.connection, sql: str) -> list[tuple[t.Any, ...]]:
@@ -545,3 +548,44 @@ def test_reap_kills_waits_and_closes_pipes() -> None:
 
     _, messages = _warnings_collecting(reaped)
     assert messages == []
+
+
+def test_start_tls_keeps_the_transport_of_a_connection_lost_mid_handshake(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A handshake whose connection is lost raises, and the writer stays collectable.
+
+    CPython 3.11 returns no transport from ``loop.start_tls`` then; its
+    ``StreamWriter`` kept ``None`` and raised from ``__del__`` in a later test.
+    """
+
+    async def scenario() -> asyncio.StreamWriter:
+        accepted: list[asyncio.StreamWriter] = []
+
+        async def accept(_: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            accepted.append(w)
+
+        server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        loop = asyncio.get_running_loop()
+
+        async def lost_during_handshake(*args: object, **kwargs: object) -> None:
+            return None
+
+        monkeypatch.setattr(loop, "start_tls", lost_during_handshake)
+        with pytest.raises(AttributeError):
+            await start_tls(writer, ssl.create_default_context())
+        assert writer.transport is not None
+        writer.close()
+        for w in accepted:
+            w.close()
+            await w.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return writer
+
+    writer = asyncio.run(scenario())
+    assert writer.transport.is_closing()
+    del writer
+    gc.collect()  # an AttributeError from __del__ would fail this test

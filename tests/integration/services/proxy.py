@@ -733,12 +733,16 @@ async def start_tls(writer: asyncio.StreamWriter, context: ssl.SSLContext) -> No
     """Upgrade ``writer`` to TLS; a connection killed during the handshake raises.
 
     CPython 3.11's ``StreamWriter.start_tls`` stores ``None`` as the writer's
-    transport when the connection is aborted mid-handshake; the writer's ``__del__``
+    transport when the connection is lost between the handshake and its return
+    (then raises AttributeError from ``_replace_writer``); the writer's ``__del__``
     then raises AttributeError whenever garbage collection reaches it, which pytest
     reports against whichever later test is running. Keep the old transport instead.
     """
     transport = writer.transport
-    await writer.start_tls(context, ssl_handshake_timeout=10)
-    if writer.transport is None:
-        writer._transport = transport  # see docstring
+    try:
+        await writer.start_tls(context, ssl_handshake_timeout=10)
+    finally:
+        if writer.transport is None:
+            writer._transport = transport  # see docstring
+    if writer.transport is transport:
         raise ConnectionAbortedError("killed during the TLS handshake")
