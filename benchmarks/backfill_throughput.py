@@ -22,14 +22,12 @@ median is reported; about 3 minutes for 1,000,000 rows).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
 import threading
 import time
 import typing as t
-from pathlib import Path
 
 from flask_safe_migrate.core.engine import build_migration_engine
 from flask_safe_migrate.core.runner import Runner
@@ -42,7 +40,8 @@ from tests.integration.services import Postgres
 from tests.integration.services import connect_psycopg2
 from tests.integration.services import wait_until
 
-OUT = Path(__file__).with_name("results")
+from .common import write_results
+
 WRITE_EVERY_SECONDS = 0.01
 LATENCIES = (0.0, 0.005)
 FIXED_BATCH = 10_000
@@ -262,13 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = run(args.rows, args.repetitions)
     rows = summarize(results)
-    OUT.mkdir(exist_ok=True)
-    (OUT / "backfill_throughput.json").write_text(
-        json.dumps({"median": rows, "runs": results}, indent=2) + "\n"
+    write_results(
+        "backfill_throughput", {"median": rows, "runs": results}, render(rows)
     )
-    table = render(rows)
-    (OUT / "backfill_throughput.md").write_text(table + "\n")
-    print(table)
     return 0
 
 

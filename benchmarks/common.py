@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import platform
+import random
 import subprocess
 import sys
+import threading
+import time
 import tomllib
 import typing as t
 import uuid
@@ -17,6 +21,7 @@ from pathlib import Path
 from tests.integration.services import FaultProxy
 from tests.integration.services import PgBouncer
 from tests.integration.services import Postgres
+from tests.integration.services import connect_psycopg2
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).with_name("results")
@@ -27,6 +32,15 @@ LATENCY_SECONDS = 0.005
 
 Tool = t.Literal["safe_migrate", "naive", "alembic"]
 TOOLS: tuple[Tool, ...] = ("safe_migrate", "naive", "alembic")
+
+
+def write_results(name: str, data: object, table: str) -> None:
+    """Write ``results/<name>.json`` (``data``) and ``results/<name>.md`` (``table``),
+    and print the table."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (RESULTS_DIR / f"{name}.md").write_text(table + "\n")
+    print(table)
 
 
 def percentile(values: t.Sequence[float], fraction: float) -> float:
@@ -83,6 +97,71 @@ class Stack:
         fault_proxy.latency_seconds = latency_seconds
         with fault_proxy:
             yield fault_proxy
+
+
+#: The live traffic on table ``hot``: two readers and one writer of a random row.
+LIVE_QUERIES = (
+    "SELECT v FROM hot WHERE id = %s",
+    "SELECT v FROM hot WHERE id = %s",
+    "UPDATE hot SET v = v + 1 WHERE id = %s",
+)
+
+#: ``(started, latency)`` of each live query, ``perf_counter`` seconds.
+Timings = list[tuple[float, float]]
+
+
+def _live_loop(
+    url: str, sql: str, rows: int, pause: float, stop: threading.Event, out: Timings
+) -> None:
+    """Run ``sql`` on a random id in 1..``rows``, pausing ``pause``, until ``stop``."""
+    conn = connect_psycopg2(url)
+    conn.autocommit = True
+    rng = random.Random(sql)
+    try:
+        with conn.cursor() as cur:
+            while not stop.is_set():
+                started = time.perf_counter()
+                cur.execute(sql, (rng.randint(1, rows),))
+                out.append((started, time.perf_counter() - started))
+                time.sleep(pause)
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def live_traffic(
+    url: str, rows: int, pause: float
+) -> t.Iterator[tuple[Timings, Timings]]:
+    """Run :data:`LIVE_QUERIES` on ``hot``, each on its own connection, while inside.
+
+    Yields the readers' and the writer's timings, which grow as the queries run;
+    leaving the block stops the loops and joins them.
+    """
+    stop = threading.Event()
+    reads: Timings = []
+    writes: Timings = []
+    threads = [
+        threading.Thread(
+            target=_live_loop,
+            args=(
+                url,
+                sql,
+                rows,
+                pause,
+                stop,
+                writes if sql.startswith("UPDATE") else reads,
+            ),
+        )
+        for sql in LIVE_QUERIES
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        yield reads, writes
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
 
 
 @contextlib.contextmanager

@@ -24,8 +24,6 @@ PgBouncer; about 30 s). Exits 1 when generate's steps break the bound.
 from __future__ import annotations
 
 import importlib
-import json
-import random
 import sys
 import tempfile
 import threading
@@ -46,14 +44,16 @@ from tests.integration.services import Postgres
 from tests.integration.services import TestDatabase
 from tests.integration.services import connect_psycopg2
 
+from .common import live_traffic
 from .common import percentile
+from .common import running_stack
+from .common import write_results
 
 ROWS = 200_000
 BLOCK_SECONDS = 6.0
 LIVE_PAUSE_SECONDS = 0.02
 LOCK_TIMEOUT_SECONDS = 2.0
 BOUND_SECONDS = LOCK_TIMEOUT_SECONDS + 1.0
-OUT = Path(__file__).with_name("results")
 
 
 def models(after: bool) -> sa.MetaData:
@@ -88,21 +88,6 @@ SEED = (
     f"INSERT INTO hot (id, parent_id, email, name) SELECT i, 1 + mod(i, 1000), "
     f"'u' || i || '@x', 'n' || i FROM generate_series(1, {ROWS}) AS i"
 )
-
-
-def _live(url: str, sql: str, stop: threading.Event, out: list[float]) -> None:
-    conn = connect_psycopg2(url)
-    conn.autocommit = True
-    rng = random.Random(sql)
-    try:
-        with conn.cursor() as cur:
-            while not stop.is_set():
-                started = time.perf_counter()
-                cur.execute(sql, (rng.randint(1, ROWS),))
-                out.append(time.perf_counter() - started)
-                time.sleep(LIVE_PAUSE_SECONDS)
-    finally:
-        conn.close()
 
 
 def _ours(url: str, after: sa.MetaData, workdir: Path) -> None:
@@ -176,46 +161,30 @@ def measure(
             models(after=False).create_all(conn)
             conn.exec_driver_sql(SEED)
         sa_engine.dispose()
-        stop = threading.Event()
-        reads: list[float] = []
-        writes: list[float] = []
-        loops = [
-            ("SELECT v FROM hot WHERE id = %s", reads),
-            ("SELECT v FROM hot WHERE id = %s", reads),
-            ("UPDATE hot SET v = v + 1 WHERE id = %s", writes),
-        ]
-        threads = [
-            threading.Thread(target=_live, args=(db.bouncer_url, sql, stop, out))
-            for sql, out in loops
-        ]
-        for thread in threads:
-            thread.start()
-        blocker = connect_psycopg2(db.direct_url)
-        blocker.cursor().execute("SELECT count(*) FROM hot")  # holds ACCESS SHARE
-        release = threading.Timer(BLOCK_SECONDS, blocker.commit)
-        release.start()
-        started = time.perf_counter()
-        with tempfile.TemporaryDirectory() as workdir:
-            apply(db.bouncer_url, models(after=True), Path(workdir))
-        seconds = time.perf_counter() - started
-        release.join()
-        stop.set()
-        for thread in threads:
-            thread.join()
+        with live_traffic(db.bouncer_url, ROWS, LIVE_PAUSE_SECONDS) as (reads, writes):
+            blocker = connect_psycopg2(db.direct_url)
+            blocker.cursor().execute("SELECT count(*) FROM hot")  # holds ACCESS SHARE
+            release = threading.Timer(BLOCK_SECONDS, blocker.commit)
+            release.start()
+            started = time.perf_counter()
+            with tempfile.TemporaryDirectory() as workdir:
+                apply(db.bouncer_url, models(after=True), Path(workdir))
+            seconds = time.perf_counter() - started
+            release.join()
         blocker.close()
         ref = TestDatabase(reference, postgres.url(reference), "", postgres)
         sa_engine = sa.create_engine(ref.direct_url)
         with sa_engine.begin() as conn:
             models(after=True).create_all(conn)
         sa_engine.dispose()
-        waits = reads + writes
+        waits = [latency for _, latency in reads + writes]
         return {
             "tool": tool,
             "live_queries": len(waits),
             "max_wait_ms": max(waits) * 1000,
             "p99_wait_ms": percentile(waits, 0.99) * 1000,
             "over_bound": sum(1 for w in waits if w > BOUND_SECONDS),
-            "max_write_wait_ms": max(writes) * 1000,
+            "max_write_wait_ms": max(latency for _, latency in writes) * 1000,
             "apply_seconds": seconds,
             "schema_equals_create_all": schema_of(db) == schema_of(ref),
         }
@@ -226,22 +195,11 @@ def measure(
 
 def main() -> int:
     """Run both tools; write benchmarks/results/generate_live.{json,md}."""
-    postgres = Postgres()
-    postgres.start()
-    bouncer = PgBouncer(postgres)
-    bouncer.start()
-    try:
+    with running_stack() as stack:
         rows = [
-            measure(postgres, bouncer, "safe_migrate", _ours),
-            measure(postgres, bouncer, "alembic", _alembic),
+            measure(stack.postgres, stack.bouncer, "safe_migrate", _ours),
+            measure(stack.postgres, stack.bouncer, "alembic", _alembic),
         ]
-    finally:
-        bouncer.stop()
-        bouncer.cleanup()
-        postgres.stop()
-        postgres.cleanup()
-    OUT.mkdir(exist_ok=True)
-    (OUT / "generate_live.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [
         f"Bound: lock timeout + 1 s = {BOUND_SECONDS:.1f} s; a reader holds `hot` "
         f"for {BLOCK_SECONDS:.0f} s; {ROWS:,} rows.",
@@ -257,9 +215,7 @@ def main() -> int:
             f"{r['max_write_wait_ms']:.0f} | {r['apply_seconds']:.1f} | "
             f"{'yes' if r['schema_equals_create_all'] else 'no'} |"
         )
-    table = "\n".join(lines)
-    (OUT / "generate_live.md").write_text(table + "\n")
-    print(table)
+    write_results("generate_live", rows, "\n".join(lines))
     ours = rows[0]
     held = ours["over_bound"] == 0 and ours["schema_equals_create_all"]
     return 0 if held else 1

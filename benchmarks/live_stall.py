@@ -13,7 +13,6 @@ and how long the migration took.
 
 from __future__ import annotations
 
-import random
 import tempfile
 import threading
 import time
@@ -25,6 +24,7 @@ from tests.integration.services import wait_until
 
 from . import baselines
 from .common import Stack
+from .common import live_traffic
 from .common import median
 from .common import percentile
 
@@ -32,23 +32,6 @@ BLOCK_SECONDS = 10.0
 LIVE_PAUSE_SECONDS = 0.02
 ROWS = 1000
 STEP = ("0001_hot_extra", "ALTER TABLE hot ADD COLUMN IF NOT EXISTS extra integer")
-
-
-def _live(
-    url: str, sql: str, stop: threading.Event, out: list[tuple[float, float]]
-) -> None:
-    conn = connect_psycopg2(url)
-    conn.autocommit = True
-    rng = random.Random(sql)
-    try:
-        with conn.cursor() as cur:
-            while not stop.is_set():
-                started = time.perf_counter()
-                cur.execute(sql, (rng.randint(1, ROWS),))
-                out.append((started, time.perf_counter() - started))
-                time.sleep(LIVE_PAUSE_SECONDS)
-    finally:
-        conn.close()
 
 
 def _scenario(
@@ -63,49 +46,28 @@ def _scenario(
         )
         with stack.proxy() as proxy:
             url = proxy.url(name)
-            stop = threading.Event()
-            reads: list[tuple[float, float]] = []
-            writes: list[tuple[float, float]] = []
-            live = [
-                threading.Thread(
-                    target=_live,
-                    args=(url, "SELECT v FROM hot WHERE id = %s", stop, reads),
-                ),
-                threading.Thread(
-                    target=_live,
-                    args=(url, "SELECT v FROM hot WHERE id = %s", stop, reads),
-                ),
-                threading.Thread(
-                    target=_live,
-                    args=(url, "UPDATE hot SET v = v + 1 WHERE id = %s", stop, writes),
-                ),
-            ]
-            for thread in live:
-                thread.start()
-            wait_until(
-                lambda: len(reads) >= 20 and len(writes) >= 10,
-                60,
-                0.01,
-                message="live traffic running",
-            )
-            blocker = connect_psycopg2(stack.direct_url(name))
-            blocker.autocommit = False
-            blocker.cursor().execute("SELECT count(*) FROM hot")
-            window_start = time.perf_counter()
-            release = threading.Timer(BLOCK_SECONDS, blocker.commit)
-            release.start()
-            try:
-                migrate(url)
-                migration_seconds = time.perf_counter() - window_start
-            finally:
-                release.join()
-                blocker.close()
-            window_end = time.perf_counter()
-            done = len(reads) + len(writes)
-            wait_until(lambda: len(reads) + len(writes) >= done + 10, 60, 0.01)
-            stop.set()
-            for thread in live:
-                thread.join()
+            with live_traffic(url, ROWS, LIVE_PAUSE_SECONDS) as (reads, writes):
+                wait_until(
+                    lambda: len(reads) >= 20 and len(writes) >= 10,
+                    60,
+                    0.01,
+                    message="live traffic running",
+                )
+                blocker = connect_psycopg2(stack.direct_url(name))
+                blocker.autocommit = False
+                blocker.cursor().execute("SELECT count(*) FROM hot")
+                window_start = time.perf_counter()
+                release = threading.Timer(BLOCK_SECONDS, blocker.commit)
+                release.start()
+                try:
+                    migrate(url)
+                    migration_seconds = time.perf_counter() - window_start
+                finally:
+                    release.join()
+                    blocker.close()
+                window_end = time.perf_counter()
+                done = len(reads) + len(writes)
+                wait_until(lambda: len(reads) + len(writes) >= done + 10, 60, 0.01)
     finally:
         stack.drop_database(name)
     # Queries that started in the window, or were still waiting when it opened.

@@ -13,13 +13,11 @@ PgBouncer; about 30 s).
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import threading
 import time
 import typing as t
-from pathlib import Path
 
 import psycopg2
 
@@ -32,11 +30,13 @@ from tests.integration.services import Postgres
 from tests.integration.services import connect_psycopg2
 from tests.integration.services import wait_until
 
+from .common import running_stack
+from .common import write_results
+
 BLOCK_SECONDS = 8.0
 READERS = 4
 READ_EVERY_SECONDS = 0.05
 DELAYED_SECONDS = 1.0
-OUT = Path(__file__).with_name("results")
 
 
 def _fixed_timeout_migration(url: str) -> None:
@@ -134,22 +134,13 @@ def measure(
 
 def main() -> int:
     """Run both scenarios and write benchmarks/results/lock_stall.{json,md}."""
-    postgres = Postgres()
-    postgres.start()
-    bouncer = PgBouncer(postgres)
-    bouncer.start()
-    try:
+    with running_stack() as stack:
         rows = [
-            measure(postgres, bouncer, "fixed_2s", _fixed_timeout_migration),
-            measure(postgres, bouncer, "safe_migrate", _ours_migration),
+            measure(
+                stack.postgres, stack.bouncer, "fixed_2s", _fixed_timeout_migration
+            ),
+            measure(stack.postgres, stack.bouncer, "safe_migrate", _ours_migration),
         ]
-    finally:
-        bouncer.stop()
-        bouncer.cleanup()
-        postgres.stop()
-        postgres.cleanup()
-    OUT.mkdir(exist_ok=True)
-    (OUT / "lock_stall.json").write_text(json.dumps(rows, indent=2) + "\n")
     base = rows[0]["delayed_share"] or 1e-9
     lines = [
         "| scenario | reads | delayed > 1 s | share | p50 ms | p99 ms | max ms | "
@@ -163,9 +154,7 @@ def main() -> int:
             f"{r['max_ms']:.0f} | {r['migration_seconds']:.1f} | "
             f"{r['delayed_share'] / base:.2f} |"
         )
-    table = "\n".join(lines)
-    (OUT / "lock_stall.md").write_text(table + "\n")
-    print(table)
+    write_results("lock_stall", rows, "\n".join(lines))
     return 0
 
 

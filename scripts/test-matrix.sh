@@ -20,7 +20,7 @@ if [ ${#combos[@]} -eq 0 ]; then
 fi
 
 bash scripts/bootstrap.sh
-majors=$(printf '%s\n' "${combos[@]}" | cut -d: -f1 | grep -vx 15 | sort -u | tr '\n' ' ')
+majors=$(printf '%s\n' "${combos[@]}" | cut -d: -f1 | { grep -vx 15 || true; } | sort -u | tr '\n' ' ')
 # shellcheck disable=SC2086  # one argument per major
 [ -n "$majors" ] && bash scripts/install-pg.sh $majors
 

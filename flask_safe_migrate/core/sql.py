@@ -202,8 +202,9 @@ _UTILITY_NODES = frozenset(
 )
 
 #: Nodes whose contents are stored, not run: never look inside them for DML or
-#: session state (ALTER ROLE/DATABASE/FUNCTION ... SET store a default for future
-#: sessions or calls; ALTER SYSTEM writes the server's configuration file).
+#: session state (PREPARE stores a statement for a later EXECUTE; ALTER ROLE/
+#: DATABASE/FUNCTION ... SET store a default for future sessions or calls; ALTER
+#: SYSTEM writes the server's configuration file).
 _OPAQUE_NODES = frozenset(
     {
         "AlterDatabaseSetStmt",
@@ -211,6 +212,7 @@ _OPAQUE_NODES = frozenset(
         "AlterRoleSetStmt",
         "AlterSystemStmt",
         "CreateFunctionStmt",
+        "PrepareStmt",
         "RuleStmt",
     }
 )

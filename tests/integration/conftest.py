@@ -237,16 +237,21 @@ def database(
         postgres.drop_database(name)
 
 
-@pytest.fixture
-def proxy(pooler: Pooler | Direct) -> t.Iterator[FaultProxy]:
-    """Give a started FaultProxy (TLS terminated) in front of ``pooler``."""
-    with FaultProxy(
+def proxy_in_front(pooler: Pooler | Direct) -> FaultProxy:
+    """A FaultProxy (not started) that terminates TLS in front of ``pooler``."""
+    return FaultProxy(
         "127.0.0.1",
         pooler.port,
         cert_file=pooler.cert_file,
         key_file=pooler.key_file,
         upstream_tls=pooler.tls,
-    ) as fault_proxy:
+    )
+
+
+@pytest.fixture
+def proxy(pooler: Pooler | Direct) -> t.Iterator[FaultProxy]:
+    """Give a started FaultProxy (TLS terminated) in front of ``pooler``."""
+    with proxy_in_front(pooler) as fault_proxy:
         yield fault_proxy
 
 
@@ -303,13 +308,7 @@ def own_stack(
         server.start()
         pooler.start()
         _services(request.config).update(zip(labels, (pooler, server), strict=True))
-        with FaultProxy(
-            "127.0.0.1",
-            pooler.port,
-            cert_file=pooler.cert_file,
-            key_file=pooler.key_file,
-            upstream_tls=pooler.tls,
-        ) as proxy:
+        with proxy_in_front(pooler) as proxy:
             yield Stack(server, proxy)
     finally:
         for label in labels:

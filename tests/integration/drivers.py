@@ -12,6 +12,8 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from .services.common import libpq_kwargs
+
 if t.TYPE_CHECKING:
     from .services import FaultProxy
     from .services import TestDatabase
@@ -51,13 +53,4 @@ def with_driver(url: str, url_driver: str) -> str:
 
 def connect_psycopg(url: str | sa.URL) -> psycopg.Connection[t.Any]:
     """Open a raw psycopg 3 connection from a SQLAlchemy URL (query args are kwargs)."""
-    parsed = sa.make_url(url)
-    kwargs: dict[str, t.Any] = {
-        "host": parsed.host,
-        "port": parsed.port,
-        "user": parsed.username,
-        "password": parsed.password,
-        "dbname": parsed.database,
-        **parsed.query,
-    }
-    return psycopg.connect(**{k: v for k, v in kwargs.items() if v is not None})
+    return psycopg.connect(**libpq_kwargs(url))

@@ -292,6 +292,22 @@ def test_doctor_on_a_unix_socket_says_tls_does_not_apply(
     assert "FAIL" not in result.stdout
 
 
+def _backfill_group(
+    tmp_path: Path, database: TestDatabase, step_id: str, **backfill: str
+) -> FlaskGroup:
+    """The flask group of an app whose one step is ``migrate.backfill(step_id)``."""
+
+    def create_app() -> Flask:
+        app = Flask("backfill", instance_path=str(tmp_path / "instance"))
+        app.config.update(_url(database))
+        migrate = SafeMigrate()
+        migrate.backfill(step_id, **backfill)
+        migrate.init_app(app)
+        return app
+
+    return FlaskGroup(create_app=create_app)
+
+
 def test_backfill_of_a_quoted_table_name(
     database: TestDatabase, tmp_path: Path
 ) -> None:
@@ -300,16 +316,15 @@ def test_backfill_of_a_quoted_table_name(
         'CREATE TABLE "user" (id bigserial PRIMARY KEY, n int); '
         'INSERT INTO "user" (n) SELECT NULL FROM generate_series(1, 5)'
     )
-
-    def create_app() -> Flask:
-        app = Flask("quoted", instance_path=str(tmp_path / "instance"))
-        app.config.update(_url(database))
-        migrate = SafeMigrate()
-        migrate.backfill("0001_user_n", table='"user"', set="n = 1", where="n IS NULL")
-        migrate.init_app(app)
-        return app
-
-    result = CliRunner().invoke(FlaskGroup(create_app=create_app), ["safe-migrate"])
+    flask = _backfill_group(
+        tmp_path,
+        database,
+        "0001_user_n",
+        table='"user"',
+        set="n = 1",
+        where="n IS NULL",
+    )
+    result = CliRunner().invoke(flask, ["safe-migrate"])
     assert result.exit_code == 0, result.output
     assert database.scalar('SELECT count(*) FROM "user" WHERE n = 1') == 5
     assert database.scalar("SELECT state FROM safe_migrate_ledger") == "applied"
@@ -367,21 +382,14 @@ def test_a_resumed_backfill_counts_its_attempts_as_status_does(
         "CREATE TABLE gate (id int); CREATE TABLE notes (id bigserial PRIMARY KEY, "
         "n int); INSERT INTO notes (n) SELECT NULL FROM generate_series(1, 5)"
     )
-
-    def create_app() -> Flask:
-        app = Flask("resumed", instance_path=str(tmp_path / "instance"))
-        app.config.update(_url(database))
-        migrate = SafeMigrate()
-        migrate.backfill(
-            "0001_notes_n",
-            table="notes",
-            set="n = 1 / (SELECT count(*) FROM gate)::int",
-            where="n IS NULL",
-        )
-        migrate.init_app(app)
-        return app
-
-    flask = FlaskGroup(create_app=create_app)
+    flask = _backfill_group(
+        tmp_path,
+        database,
+        "0001_notes_n",
+        table="notes",
+        set="n = 1 / (SELECT count(*) FROM gate)::int",
+        where="n IS NULL",
+    )
     for _ in range(2):
         failed = CliRunner().invoke(flask, ["safe-migrate"])
         assert failed.exit_code == 1, failed.output

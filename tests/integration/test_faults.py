@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import signal
-import threading
 import time
 import typing as t
 
@@ -18,11 +16,23 @@ from flask_safe_migrate.core.disconnects import ErrorKind
 from flask_safe_migrate.core.disconnects import classify_error
 from flask_safe_migrate.core.disconnects import is_retryable
 
-from .drivers import connect_psycopg
+from .faults import REFUSED
+from .faults import SERVER_CLOSED
+from .faults import Client
+from .faults import check_connect_failed
+from .faults import check_dead_after_drop
+from .faults import check_drop_error
+from .faults import check_fatal_at_connect
+from .faults import connect_failure
+from .faults import dbapi_error
+from .faults import fail_during
+from .faults import kill_when_sleeping
+from .faults import sleeping_backends
+from .faults import terminate
+from .faults import terminate_when_sleeping
 from .services import FaultProxy
 from .services import PgBouncer
 from .services import TestDatabase
-from .services import connect_psycopg2
 from .services import free_port
 from .services import wait_until
 
@@ -30,85 +40,9 @@ DRIVERS = ["psycopg2", "sqlalchemy"]
 
 EOF_DETECTED = "SSL SYSCALL error: EOF detected"
 SSL_CLOSED = "SSL connection has been closed unexpectedly"
-SERVER_CLOSED = (
-    "server closed the connection unexpectedly\n"
-    "\tThis probably means the server terminated abnormally\n"
-    "\tbefore or while processing the request."
-)
-REFUSED = (
-    "Connection refused\n"
-    "\tIs the server running on that host and accepting TCP/IP connections?"
-)
 CONNECT_PREFIX = re.compile(
     r'^connection to server at "127\.0\.0\.1", port \d+ failed: '
 )
-
-#: A query long enough that finishing it cannot be mistaken for the fault's error,
-#: and a bound far below it for "the error came from the fault" on a loaded machine.
-LONG_QUERY = "SELECT pg_sleep(60)"
-ERROR_WITHIN_SECONDS = 30.0
-
-
-class Client:
-    """One connection, raw or a SQLAlchemy ``Connection``, with one API.
-
-    ``driver`` is ``psycopg2`` or ``psycopg`` (raw), or ``sqlalchemy`` (the URL's
-    driver). All run with autocommit off, as an application would: the first
-    statement opens a transaction and ``commit()`` ends it.
-    """
-
-    def __init__(self, driver: str, url: str) -> None:
-        self.driver = driver
-        # psycopg2's or psycopg 3's connection: the methods used are the same.
-        self.raw: t.Any = None
-        self.engine: sa.Engine | None = None
-        self.conn: sa.Connection | None = None
-        if driver == "psycopg2":
-            self.raw = connect_psycopg2(url)
-        elif driver == "psycopg":
-            self.raw = connect_psycopg(url)
-        else:
-            self.engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-            self.conn = self.engine.connect()
-
-    def execute(self, sql: str) -> list[tuple[t.Any, ...]]:
-        """Run ``sql`` and return its rows (empty when it returns none)."""
-        if self.raw is not None:
-            with self.raw.cursor() as cur:
-                cur.execute(sql)
-                return list(cur.fetchall()) if cur.description is not None else []
-        assert self.conn is not None
-        result = self.conn.exec_driver_sql(sql)
-        return [tuple(row) for row in result.all()] if result.returns_rows else []
-
-    def commit(self) -> None:
-        """Commit the open transaction."""
-        if self.raw is not None:
-            self.raw.commit()
-        else:
-            assert self.conn is not None
-            self.conn.commit()
-
-    def idle(self) -> None:
-        """Run a statement and commit, leaving the connection idle (no transaction)."""
-        assert self.execute("SELECT 1") == [(1,)]
-        self.commit()
-
-    def fail(self, sql: str = "SELECT 1") -> BaseException:
-        """Run ``sql`` and return the exception it must raise."""
-        with pytest.raises(Exception) as info:  # noqa: PT011 - each caller checks the class
-            self.execute(sql)
-        return info.value
-
-    def close(self) -> None:
-        """Close everything, ignoring errors of a dead connection."""
-        if self.raw is not None:
-            self.raw.close()
-        if self.conn is not None:
-            with contextlib.suppress(sa.exc.DBAPIError):
-                self.conn.close()
-        if self.engine is not None:
-            self.engine.dispose()
 
 
 @pytest.fixture
@@ -128,132 +62,21 @@ def open_client() -> t.Iterator[t.Callable[[str, str], Client]]:
             client.close()
 
 
-def connect_failure(driver: str, url: str) -> BaseException:
-    """Open a connection that must fail, and return the exception."""
-    with pytest.raises(Exception) as info:  # noqa: PT011 - each caller checks the class
-        _connect_and_close(driver, url)
-    return info.value
-
-
-def _connect_and_close(driver: str, url: str) -> None:
-    if driver == "psycopg2":
-        connect_psycopg2(url).close()
-        return
-    if driver == "psycopg":
-        connect_psycopg(url).close()
-        return
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        engine.connect().close()
-    finally:
-        engine.dispose()
-
-
-def dbapi_error(exc: BaseException) -> BaseException:
-    """Return the driver's exception behind ``exc``."""
-    if isinstance(exc, sa.exc.DBAPIError):
-        assert exc.orig is not None
-        return exc.orig
-    return exc
-
-
 def assert_dropped(client: Client, exc: BaseException, message: str) -> None:
     """Check a connection that dropped while in use, as Table 1 documents it."""
-    orig = dbapi_error(exc)
-    assert type(orig) is psycopg2.OperationalError, repr(exc)
-    assert message in str(orig)
-    assert not CONNECT_PREFIX.search(str(orig))
+    orig = check_drop_error(exc, message, psycopg2.OperationalError, CONNECT_PREFIX)
     assert getattr(orig, "pgcode", None) is None
-    assert classify_error(exc) is ErrorKind.DISCONNECT
     if client.raw is not None:
-        assert exc is orig
         assert client.raw.closed == 2
-        with pytest.raises(
-            psycopg2.InterfaceError, match="connection already closed"
-        ) as again:
-            client.execute("SELECT 1")
-        assert classify_error(again.value) is ErrorKind.DISCONNECT
-    else:
-        assert isinstance(exc, sa.exc.OperationalError)
-        assert exc.connection_invalidated
-        with pytest.raises(sa.exc.PendingRollbackError) as again_sa:
-            client.execute("SELECT 1")
-        assert classify_error(again_sa.value) is ErrorKind.DISCONNECT
+    check_dead_after_drop(
+        client, exc, psycopg2.InterfaceError, "connection already closed"
+    )
 
 
 def assert_connect_failed(driver: str, exc: BaseException, message: str) -> None:
     """Check a connection that could not be opened, as Table 1 documents it."""
-    orig = dbapi_error(exc)
-    assert type(orig) is psycopg2.OperationalError, repr(exc)
-    assert CONNECT_PREFIX.search(str(orig)), str(orig)
-    assert message in str(orig)
-    assert classify_error(exc) is ErrorKind.CONNECT_FAILED
-    if driver == "sqlalchemy":
-        assert isinstance(exc, sa.exc.OperationalError)
-        assert not exc.connection_invalidated
-    else:
-        assert exc is orig
-
-
-class Later:
-    """An action run in a daemon thread; :meth:`wait` joins it and re-raises."""
-
-    def __init__(self, action: t.Callable[[], object]) -> None:
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(action,), daemon=True)
-        self._thread.start()
-
-    def _run(self, action: t.Callable[[], object]) -> None:
-        try:
-            action()
-        except BaseException as exc:  # surfaced by wait(), in the test's thread
-            self.error = exc
-
-    def wait(self) -> None:
-        """Join the thread (before the test's database is dropped) and re-raise."""
-        self._thread.join(60)
-        assert not self._thread.is_alive(), "the fault action did not finish"
-        if self.error is not None:
-            raise self.error
-
-
-def run_later(action: t.Callable[[], object]) -> Later:
-    """Run ``action`` in a daemon thread; the test calls ``.wait()`` before it ends."""
-    return Later(action)
-
-
-def sleeping_backends(database: TestDatabase) -> int:
-    """Count the active ``pg_sleep`` queries in ``database``."""
-    count: int = database.scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-        " AND state = 'active' AND query LIKE 'SELECT pg_sleep%%'"
-    )
-    return count
-
-
-def terminate_when_sleeping(database: TestDatabase) -> None:
-    """Wait for a ``pg_sleep`` in ``database``, then ``pg_terminate_backend`` it."""
-    wait_until(lambda: sleeping_backends(database) > 0, 30, 0.02)
-    database.query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep%%'"
-    )
-
-
-def kill_when_sleeping(database: TestDatabase, proxy: FaultProxy, mode: str) -> None:
-    """Wait for a ``pg_sleep`` in ``database``, then kill every proxy connection."""
-    wait_until(lambda: sleeping_backends(database) > 0, 30, 0.02)
-    proxy.kill_all(mode)  # type: ignore[arg-type]
-
-
-def terminate(database: TestDatabase, pid: int) -> None:
-    """``pg_terminate_backend(pid)`` and wait until that backend is gone."""
-    database.query("SELECT pg_terminate_backend(%s)", (pid,))
-    wait_until(
-        lambda: (
-            not database.query("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
-        ),
-        5,
+    check_connect_failed(
+        driver, exc, message, psycopg2.OperationalError, CONNECT_PREFIX
     )
 
 
@@ -326,11 +149,7 @@ class TestProxyKills:
         """Rows 5 and 6: a kill mid-query errors at once; the query runs on."""
         client = open_client(driver, proxy_url)
         client.idle()
-        killer = run_later(lambda: kill_when_sleeping(database, proxy, mode))
-        started = time.monotonic()
-        exc = client.fail(LONG_QUERY)
-        killer.wait()
-        assert time.monotonic() - started < ERROR_WITHIN_SECONDS
+        exc = fail_during(client, lambda: kill_when_sleeping(database, proxy, mode))
         assert_dropped(client, exc, message)
         assert sleeping_backends(database) == 1  # PgBouncer did not cancel it
 
@@ -451,11 +270,7 @@ class TestTerminateBackend:
         """Row 17: a backend terminated mid-query via PgBouncer errors at once."""
         client = open_client(driver, database.bouncer_url)
         client.idle()
-        killer = run_later(lambda: terminate_when_sleeping(database))
-        started = time.monotonic()
-        exc = client.fail(LONG_QUERY)
-        killer.wait()
-        assert time.monotonic() - started < ERROR_WITHIN_SECONDS
+        exc = fail_during(client, lambda: terminate_when_sleeping(database))
         assert_dropped(client, exc, SSL_CLOSED)
 
     def test_idle_via_pgbouncer_is_invisible(
@@ -499,11 +314,7 @@ class TestTerminateBackend:
         """Row 20: a direct backend terminated mid-query errors at once."""
         client = open_client(driver, database.direct_url)
         client.idle()
-        killer = run_later(lambda: terminate_when_sleeping(database))
-        started = time.monotonic()
-        exc = client.fail(LONG_QUERY)
-        killer.wait()
-        assert time.monotonic() - started < ERROR_WITHIN_SECONDS
+        exc = fail_during(client, lambda: terminate_when_sleeping(database))
         assert_dropped(client, exc, SERVER_CLOSED)
 
 
@@ -606,11 +417,12 @@ class TestAuthFailures:
     ) -> None:
         """A wrong password at PgBouncer is SASL authentication failed: fatal."""
         exc = connect_failure(driver, pgbouncer.url(database.name, password="wrong"))
-        orig = dbapi_error(exc)
-        assert type(orig) is psycopg2.OperationalError
-        assert CONNECT_PREFIX.search(str(orig))
-        assert "FATAL:  SASL authentication failed" in str(orig)
-        assert classify_error(exc) is ErrorKind.FATAL
+        check_fatal_at_connect(
+            exc,
+            "FATAL:  SASL authentication failed",
+            psycopg2.OperationalError,
+            CONNECT_PREFIX,
+        )
 
     def test_wrong_password_direct(self, database: TestDatabase, driver: str) -> None:
         """A wrong password at PostgreSQL is password authentication failed: fatal."""
@@ -624,8 +436,6 @@ class TestAuthFailures:
     ) -> None:
         """sslmode=disable against PgBouncer is SSL required: fatal."""
         exc = connect_failure(driver, pgbouncer.url(database.name, sslmode="disable"))
-        orig = dbapi_error(exc)
-        assert type(orig) is psycopg2.OperationalError
-        assert CONNECT_PREFIX.search(str(orig))
-        assert "FATAL:  SSL required" in str(orig)
-        assert classify_error(exc) is ErrorKind.FATAL
+        check_fatal_at_connect(
+            exc, "FATAL:  SSL required", psycopg2.OperationalError, CONNECT_PREFIX
+        )

@@ -12,34 +12,34 @@ from __future__ import annotations
 
 import re
 import signal
-import time
 import typing as t
 
 import psycopg
 import psycopg.errors
 import pytest
-import sqlalchemy as sa
 
 from flask_safe_migrate.core.disconnects import ErrorKind
 from flask_safe_migrate.core.disconnects import classify_error
 from flask_safe_migrate.core.disconnects import is_retryable
 
 from .drivers import with_driver
+from .faults import REFUSED
+from .faults import SERVER_CLOSED
+from .faults import Client
+from .faults import check_connect_failed
+from .faults import check_dead_after_drop
+from .faults import check_drop_error
+from .faults import check_fatal_at_connect
+from .faults import connect_failure
+from .faults import dbapi_error
+from .faults import fail_during
+from .faults import kill_when_sleeping
+from .faults import sleeping_backends
+from .faults import terminate
+from .faults import terminate_when_sleeping
 from .services import FaultProxy
 from .services import PgBouncer
 from .services import TestDatabase
-from .test_faults import ERROR_WITHIN_SECONDS
-from .test_faults import LONG_QUERY
-from .test_faults import REFUSED
-from .test_faults import SERVER_CLOSED
-from .test_faults import Client
-from .test_faults import connect_failure
-from .test_faults import dbapi_error
-from .test_faults import kill_when_sleeping
-from .test_faults import run_later
-from .test_faults import sleeping_backends
-from .test_faults import terminate
-from .test_faults import terminate_when_sleeping
 
 #: Raw psycopg 3, and SQLAlchemy on it.
 DRIVERS = ["psycopg", "sqlalchemy"]
@@ -80,39 +80,19 @@ def assert_dropped(
     sqlstate: str | None = None,
 ) -> None:
     """Check a psycopg 3 connection that dropped while in use."""
-    orig = dbapi_error(exc)
-    assert type(orig) is cls, repr(exc)
-    assert message in str(orig)
-    assert not CONNECT_PREFIX.search(str(orig))
+    orig = check_drop_error(exc, message, cls, CONNECT_PREFIX)
     assert getattr(orig, "sqlstate", None) == sqlstate
-    assert classify_error(exc) is ErrorKind.DISCONNECT
     if client.raw is not None:
-        assert exc is orig
         assert client.raw.closed
         assert client.raw.broken
-        with pytest.raises(
-            psycopg.OperationalError, match="the connection is closed"
-        ) as again:
-            client.execute("SELECT 1")
-        assert classify_error(again.value) is ErrorKind.DISCONNECT
-    else:
-        assert isinstance(exc, sa.exc.OperationalError)
-        assert exc.connection_invalidated
-        with pytest.raises(sa.exc.PendingRollbackError) as again_sa:
-            client.execute("SELECT 1")
-        assert classify_error(again_sa.value) is ErrorKind.DISCONNECT
+    check_dead_after_drop(
+        client, exc, psycopg.OperationalError, "the connection is closed"
+    )
 
 
 def assert_connect_failed(driver: str, exc: BaseException, message: str) -> None:
     """Check a psycopg 3 connection that could not be opened."""
-    orig = dbapi_error(exc)
-    assert type(orig) is psycopg.OperationalError, repr(exc)
-    assert CONNECT_PREFIX.search(str(orig)), str(orig)
-    assert message in str(orig)
-    assert classify_error(exc) is ErrorKind.CONNECT_FAILED
-    if driver == "sqlalchemy":
-        assert isinstance(exc, sa.exc.OperationalError)
-        assert not exc.connection_invalidated
+    check_connect_failed(driver, exc, message, psycopg.OperationalError, CONNECT_PREFIX)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -143,11 +123,7 @@ class TestDrops:
         """Rows 5 and 6: a kill mid-query errors at once; the query runs on."""
         one = client(proxy.url(database.name))
         one.idle()
-        killer = run_later(lambda: kill_when_sleeping(database, proxy, mode))
-        started = time.monotonic()
-        exc = one.fail(LONG_QUERY)
-        killer.wait()
-        assert time.monotonic() - started < ERROR_WITHIN_SECONDS
+        exc = fail_during(one, lambda: kill_when_sleeping(database, proxy, mode))
         assert_dropped(one, exc, message)
         assert sleeping_backends(database) == 1
 
@@ -230,11 +206,7 @@ class TestServerMessages:
         """Rows 17 and 20: a backend terminated mid-query errors at once."""
         one = client(getattr(database, path))
         one.idle()
-        killer = run_later(lambda: terminate_when_sleeping(database))
-        started = time.monotonic()
-        exc = one.fail(LONG_QUERY)
-        killer.wait()
-        assert time.monotonic() - started < ERROR_WITHIN_SECONDS
+        exc = fail_during(one, lambda: terminate_when_sleeping(database))
         assert_dropped(one, exc, ADMIN_SHUTDOWN, psycopg.errors.AdminShutdown, "57P01")
 
     def test_query_wait_timeout(
@@ -295,8 +267,4 @@ class TestStatementErrors:
     ) -> None:
         """A wrong password or no TLS at PgBouncer: fatal, as on psycopg2."""
         exc = fail_to_connect(driver, pgbouncer.url(database.name, **change))
-        orig = dbapi_error(exc)
-        assert type(orig) is psycopg.OperationalError
-        assert CONNECT_PREFIX.search(str(orig))
-        assert message in str(orig)
-        assert classify_error(exc) is ErrorKind.FATAL
+        check_fatal_at_connect(exc, message, psycopg.OperationalError, CONNECT_PREFIX)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import subprocess
-import sys
 import textwrap
 import threading
 import time
 import typing as t
-from pathlib import Path
 
 import psycopg2
 import pytest
@@ -33,8 +29,8 @@ from .services import FaultProxy
 from .services import TestDatabase
 from .services import connect_psycopg2
 from .services import wait_until
+from .together import run_together
 
-ROOT = Path(__file__).resolve().parents[2]
 _LEDGER_STEP = re.compile(r"INSERT INTO \"safe_migrate_ledger\" .*? VALUES \('([^']+)'")
 
 
@@ -158,32 +154,8 @@ def test_eight_processes_at_once_apply_each_step_once(
     url_driver: str,
 ) -> None:
     """8 processes running the same migration together through PgBouncer all succeed."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     url = with_driver(database.bouncer_url, url_driver)
-    procs = [
-        spawn(
-            [sys.executable, "-c", _WORKER, url],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for _ in range(8)
-    ]
-    # A barrier: each worker imports and builds its engine, says so, and waits.
-    for proc in procs:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line == "ready\n", proc.communicate(timeout=30)[1][-3000:]
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    results = [p.communicate(timeout=120) for p in procs]
-    for proc, (_, err) in zip(procs, results, strict=True):
-        assert proc.returncode == 0, err
-    outcomes = [json.loads(out) for out, _ in results]
+    outcomes = run_together(spawn, _WORKER, url)
     applied = [sid for o in outcomes for sid, status in o if status == "applied"]
     assert sorted(applied) == sorted(s.id for s in migration30.build_registry().steps())
     migration30.check_database(database.query)

@@ -4,14 +4,10 @@ counter)."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 import textwrap
 import threading
 import typing as t
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -31,23 +27,12 @@ from .services import FaultProxy
 from .services import TestDatabase
 from .services import connect_psycopg2
 from .services import wait_until
+from .test_phase_schema import settings_for
+from .together import run_together
 
-ROOT = Path(__file__).resolve().parents[2]
 ALL = range(1, migration100.COUNT + 1)
 #: Messages of a fresh 100-step run: ledger read, ledger creation, 2 x 50 steps.
 FRESH_MESSAGES = 4
-
-
-def settings_for(url: str, **changes: t.Any) -> MigrateSettings:
-    """Settings with quick retries for tests."""
-    base: dict[str, t.Any] = {
-        "database_uri": url,
-        "retry_backoff_seconds": 0.02,
-        "retry_backoff_max_seconds": 0.3,
-        "retry_max_attempts": 20,
-    }
-    base.update(changes)
-    return MigrateSettings(**base)
 
 
 def warm_runner(
@@ -350,30 +335,7 @@ def test_eight_processes_boot_a_fresh_database_at_once(
 ) -> None:
     """8 processes run the boot migration (100 SQL steps) on a fresh database at
     once through PgBouncer: each step applied once, by exactly one of them."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [
-        spawn(
-            [sys.executable, "-c", _WORKER, counted.bouncer_url],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for _ in range(8)
-    ]
-    for proc in procs:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line == "ready\n", proc.communicate(timeout=30)[1][-3000:]
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    results = [p.communicate(timeout=120) for p in procs]
-    for proc, (_, err) in zip(procs, results, strict=True):
-        assert proc.returncode == 0, err[-3000:]
-    outcomes = [json.loads(out) for out, _ in results]
+    outcomes = run_together(spawn, _WORKER, counted.bouncer_url)
     applied = [sid for o in outcomes for sid, status in o if status == "applied"]
     assert sorted(applied) == [migration100.step_id(i) for i in ALL]
     migration100.check_applied(counted.query, ALL)

@@ -60,12 +60,6 @@ def test_core_imports_with_flask_blocked() -> None:
     assert result.returncode == 0, result.stderr
 
 
-#: Cycles still being removed elsewhere (issue 11, item 3: the Flask layer registers
-#: its command group without ``extension`` importing ``cli``). Delete the entry when
-#: the cycle is gone; a new cycle anywhere fails the test.
-_KNOWN_CYCLES = {frozenset({"flask_safe_migrate.cli", "flask_safe_migrate.extension"})}
-
-
 def _import_cycles() -> list[list[str]]:
     """Each import that closes a cycle, as the chain from the import back to it."""
     graph = grimp.build_graph("flask_safe_migrate", cache_dir=None)
@@ -80,14 +74,12 @@ def _import_cycles() -> list[list[str]]:
 
 def test_no_import_cycle() -> None:
     """No chain of imports, those inside functions included, leads back to its start."""
-    cycles = [c for c in _import_cycles() if frozenset(c) not in _KNOWN_CYCLES]
+    cycles = _import_cycles()
     assert cycles == [], "\n".join(" -> ".join(c) for c in cycles)
 
 
 #: Third-party packages the package works without, imported where they are used.
 _OPTIONAL = {"alembic"}
-#: ``extension`` imports ``cli`` inside ``init_app`` until issue 11, item 3 lands.
-_KNOWN_INNER_IMPORTS = {"extension.py: .cli"}
 
 
 def _inner_imports(path: Path) -> set[str]:
@@ -117,7 +109,7 @@ def test_no_import_inside_a_function() -> None:
         for name in _inner_imports(path)
         if name.split(".")[0] not in _OPTIONAL
     }
-    assert offenders - _KNOWN_INNER_IMPORTS == set()
+    assert offenders == set()
 
 
 def test_deferred_imports_go_through_core_lazy() -> None:

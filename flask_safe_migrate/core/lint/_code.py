@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import functools
+import os
 import re
 import typing as t
 from dataclasses import dataclass
@@ -13,11 +15,15 @@ from ..sql import StatementKind
 from ..sql import split_statements
 
 __all__ = [
+    "Callee",
     "ModuleCode",
     "call_name",
+    "callees",
+    "chain_text",
     "is_retry_call",
     "is_retry_decorator",
     "load_module",
+    "reach",
     "walk_local",
 ]
 
@@ -54,8 +60,14 @@ class ModuleCode:
     migration_functions: list[FunctionNode] = field(default_factory=list)
     #: Whether the module registers steps (its top level is migration code).
     registers_steps: bool = False
-    #: Names bound to a Flask-SQLAlchemy object (``db = SQLAlchemy()``, ``db``).
+    #: Names bound to a Flask-SQLAlchemy object (``db = SQLAlchemy()``, ``db``,
+    #: ``from app import db as database``, ``orm = db``).
     db_names: set[str] = field(default_factory=lambda: {"db"})
+    #: Functions defined at the top level, by name.
+    functions: dict[str, FunctionNode] = field(default_factory=dict)
+    #: Imported names: local name -> (module as written, with leading dots for a
+    #: relative import; the imported attribute, or None for ``import a.b as c``).
+    imports: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
     def migration_scopes(self) -> list[ast.AST]:
         """The nodes whose own code (not nested definitions) is migration code."""
@@ -72,11 +84,8 @@ def load_module(path: str, source: str) -> ModuleCode:
     """
     tree = ast.parse(source, filename=path)
     module = ModuleCode(path=path, tree=tree)
+    _read_names(module)
     for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and _is_sqlalchemy_call(node.value):
-            module.db_names.update(
-                target.id for target in node.targets if isinstance(target, ast.Name)
-            )
         if isinstance(node, ast.Call) and _is_step_call(node):
             module.registers_steps = True
         if isinstance(node, FunctionNode) and _is_step_function(node):
@@ -104,6 +113,164 @@ def load_module(path: str, source: str) -> ModuleCode:
         ):
             seen.add(id(node))
             module.migration_functions.append(node)
+    return module
+
+
+def _read_names(module: ModuleCode) -> None:
+    """Fill in the module's imports, top-level functions and names for ``db``."""
+    factories = {"SQLAlchemy"}
+    for top in module.tree.body:
+        if isinstance(top, FunctionNode):
+            module.functions[top.name] = top
+    for node in ast.walk(module.tree):
+        if isinstance(node, ast.ImportFrom):
+            source = "." * node.level + (node.module or "")
+            for alias in node.names:
+                local = alias.asname or alias.name
+                module.imports[local] = (source, alias.name)
+                if alias.name == "db":
+                    module.db_names.add(local)
+                elif alias.name == "SQLAlchemy":
+                    factories.add(local)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    module.imports[alias.asname] = (alias.name, None)
+    assigns = [n for n in ast.walk(module.tree) if isinstance(n, ast.Assign)]
+    for _ in range(3):  # aliases of aliases: orm = database = db
+        for node in assigns:
+            value = node.value
+            if (isinstance(value, ast.Call) and call_name(value) in factories) or (
+                isinstance(value, ast.Name) and value.id in module.db_names
+            ):
+                module.db_names.update(
+                    target.id for target in node.targets if isinstance(target, ast.Name)
+                )
+
+
+@dataclass(frozen=True)
+class Callee:
+    """A function a call leads to, in this module or an imported project module."""
+
+    module: ModuleCode
+    function: FunctionNode
+
+    @property
+    def where(self) -> str:
+        """``name() (path:line)`` for a finding's call chain."""
+        return f"{self.function.name}() ({self.module.path}:{self.function.lineno})"
+
+
+def callees(module: ModuleCode, call: ast.AST) -> Callee | None:
+    """The project function *call* calls: a top-level function of *module*, or
+    one imported from a module found beside it or below the working directory.
+    """
+    if not isinstance(call, ast.Call):
+        return None
+    func = call.func
+    if isinstance(func, ast.Name):
+        if func.id in module.functions:
+            return Callee(module, module.functions[func.id])
+        imported = module.imports.get(func.id)
+        if imported is None or imported[1] is None:
+            return None
+        target = _load_imported(module.path, imported[0])
+        if target is None:
+            # ``from pkg import helpers`` then ``helpers(...)`` is no function call.
+            return None
+        fn = target.functions.get(imported[1])
+        return Callee(target, fn) if fn is not None else None
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+        imported = module.imports.get(func.value.id)
+        if imported is None:
+            return None
+        source, attr = imported
+        name = source if attr is None else _join(source, attr)
+        target = _load_imported(module.path, name)
+        fn = target.functions.get(func.attr) if target is not None else None
+        return Callee(target, fn) if target is not None and fn is not None else None
+    return None
+
+
+#: How many calls deep the verifier follows a step into helper functions.
+MAX_CALL_DEPTH = 2
+
+
+def reach(
+    module: ModuleCode,
+    call: ast.AST,
+    found: t.Callable[[ast.AST, ModuleCode], bool],
+    depth: int = MAX_CALL_DEPTH,
+    _seen: frozenset[int] = frozenset(),
+) -> tuple[list[Callee], ast.AST] | None:
+    """Follow *call* into project functions; return the call chain to the first
+    node of their code for which ``found(node, its_module)`` holds, or None.
+    """
+    callee = callees(module, call)
+    if callee is None or depth < 1 or id(callee.function) in _seen:
+        return None
+    seen = _seen | {id(callee.function)}
+    for node in walk_local(callee.function):
+        if found(node, callee.module):
+            return [callee], node
+    for node in walk_local(callee.function):
+        if isinstance(node, ast.Call):
+            deeper = reach(callee.module, node, found, depth - 1, seen)
+            if deeper is not None:
+                return [callee, *deeper[0]], deeper[1]
+    return None
+
+
+def chain_text(chain: t.Sequence[Callee]) -> str:
+    """``a() (x.py:3) -> b() (y.py:9)`` for a finding's message."""
+    return " -> ".join(callee.where for callee in chain)
+
+
+def _join(source: str, attr: str) -> str:
+    return source + attr if source.endswith(".") else f"{source}.{attr}"
+
+
+def _load_imported(importer: str, name: str) -> ModuleCode | None:
+    """Parse the project module *name* imported by the file *importer*."""
+    dots = len(name) - len(name.lstrip("."))
+    parts = [p for p in name.lstrip(".").split(".") if p]
+    if dots:
+        base = os.path.dirname(os.path.abspath(importer))
+        for _ in range(dots - 1):
+            base = os.path.dirname(base)
+        roots = [base]
+    else:
+        roots = _roots(os.path.dirname(os.path.abspath(importer)))
+    for root in roots:
+        stem = os.path.join(root, *parts)
+        for candidate in (stem + ".py", os.path.join(stem, "__init__.py")):
+            if parts and os.path.isfile(candidate):
+                return _parse_file(candidate, os.stat(candidate).st_mtime_ns)
+    return None
+
+
+def _roots(directory: str) -> list[str]:
+    """The importer's directory and its parents up to the working directory."""
+    roots = [directory]
+    top = os.path.abspath(os.getcwd())
+    while directory.startswith(top) and directory != top:
+        directory = os.path.dirname(directory)
+        roots.append(directory)
+    return roots
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_file(path: str, mtime_ns: int) -> ModuleCode | None:
+    """Parse an imported project module (cached per path and modification time)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            source = handle.read()
+        shown = os.path.relpath(path)
+        tree = ast.parse(source, filename=path)
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+        return None
+    module = ModuleCode(path=shown if not shown.startswith("..") else path, tree=tree)
+    _read_names(module)
     return module
 
 
@@ -160,10 +327,6 @@ def is_retry_decorator(node: ast.AST) -> bool:
 def is_connect_call(node: ast.AST | None) -> bool:
     """Whether *node* opens a connection (``engine.connect()``, ``begin()``...)."""
     return isinstance(node, ast.Call) and call_name(node) in CONNECT_CALLS
-
-
-def _is_sqlalchemy_call(node: ast.AST) -> bool:
-    return isinstance(node, ast.Call) and call_name(node) == "SQLAlchemy"
 
 
 def _is_step_call(node: ast.Call) -> bool:

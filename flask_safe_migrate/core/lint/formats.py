@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import typing as t
+from pathlib import Path
 
 from .findings import Finding
 from .findings import LintReport
@@ -63,7 +65,8 @@ def render_sarif(report: LintReport) -> str:
 
 
 def render_github(report: LintReport) -> str:
-    """Return one ``::error``/``::warning`` workflow command per active finding."""
+    """Return one ``::error``/``::warning`` workflow command per active finding,
+    and a ``::notice`` when squawk did not run."""
     lines = []
     for finding in report.findings:
         path, line = split_location(finding.location)
@@ -76,6 +79,8 @@ def render_github(report: LintReport) -> str:
             f"::{finding.severity.value} {','.join(properties)}::"
             f"{_escape_data(_text(finding))}"
         )
+    if report.squawk_note:
+        lines.append(f"::notice title=squawk::{_escape_data(report.squawk_note)}")
     return "\n".join(lines)
 
 
@@ -112,12 +117,7 @@ def _result(finding: Finding, rule_index: int) -> dict[str, t.Any]:
     }
     path, line = split_location(finding.location)
     if path is not None:
-        physical: dict[str, t.Any] = {
-            "artifactLocation": {
-                "uri": path.replace("\\", "/"),
-                "uriBaseId": "%SRCROOT%",
-            }
-        }
+        physical: dict[str, t.Any] = {"artifactLocation": _artifact(path)}
         if line is not None:
             physical["region"] = {"startLine": line}
         result["locations"] = [{"physicalLocation": physical}]
@@ -128,6 +128,13 @@ def _result(finding: Finding, rule_index: int) -> dict[str, t.Any]:
             {"kind": "inSource", "justification": finding.suppressed_reason}
         ]
     return result
+
+
+def _artifact(path: str) -> dict[str, str]:
+    """A path below the project as a relative URI, any other as a file URI."""
+    if os.path.isabs(path):
+        return {"uri": Path(path).as_uri()}
+    return {"uri": path.replace("\\", "/"), "uriBaseId": "%SRCROOT%"}
 
 
 def _descriptor(rule_id: str, findings: list[Finding]) -> dict[str, t.Any]:

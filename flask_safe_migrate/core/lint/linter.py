@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import bisect
 import logging
 import typing as t
 from dataclasses import dataclass
 from dataclasses import field
-from dataclasses import replace
 
 from ..sql import Statement
 from ..steps import Phase
 from ..steps import Step
-from . import _ast
+from ._raw import RawFinding
+from ._raw import raw_finding
+from ._raw import shorten
+from ._raw import with_changes
+from ._squawk_findings import run_squawk_on
+from ._squawk_findings import squawk_findings
 from .collect import CollectedStep
 from .collect import Piece
 from .collect import collect_step
@@ -21,20 +24,14 @@ from .context import StepContext
 from .context import statement_contexts
 from .findings import Finding
 from .findings import LintReport
-from .findings import Severity
 from .findings import Source
 from .rules import RULES
 from .rules import Rule
 from .rules import Scope
 from .rules import rules_of
-from .squawk import EXCLUDED_RULES
 from .squawk import KNOWN_RULES
-from .squawk import STYLE_RULES
 from .squawk import SquawkError
-from .squawk import SquawkViolation
 from .squawk import find_squawk
-from .squawk import run_squawk
-from .squawk import severity_of
 from .squawk import squawk_version
 from .suppress import Suppression
 from .suppress import python_suppressions
@@ -43,20 +40,6 @@ from .suppress import sql_suppressions
 __all__ = ["lint_sql", "lint_steps", "run_time_findings"]
 
 logger = logging.getLogger(__name__)
-
-_STATEMENT_WIDTH = 200
-
-
-@dataclass
-class _Raw:
-    """A finding before suppressions, with where it points."""
-
-    finding: Finding
-    collected: CollectedStep
-    piece: Piece | None = None
-    stmt: Statement | None = None
-    #: The statement of a DO block the finding is about (``stmt`` is the block).
-    inner: Statement | None = None
 
 
 @dataclass
@@ -96,7 +79,7 @@ def lint_steps(
         else:
             collected.append(collect_step(step))
     report.steps_checked = len(collected)
-    raws: list[_Raw] = []
+    raws: list[RawFinding] = []
     for item in collected:
         raws += _our_findings(item, off)
     if squawk:
@@ -108,13 +91,13 @@ def lint_steps(
             )
         else:
             try:
-                violations = _run_squawk(binary, collected, off)
+                violations = run_squawk_on(binary, collected, off)
             except SquawkError as exc:
                 report.squawk_note = f"{exc}; ran our rules only"
             else:
                 report.squawk_ran = True
                 report.squawk_version = squawk_version(binary)
-                raws += _squawk_findings(collected, violations, raws, off)
+                raws += squawk_findings(collected, violations, raws, off)
     kept = [r for r in raws if r.finding.rule not in off]
     printed = {r.finding.rule for r in raws if r.finding.source is Source.SQUAWK}
     active, suppressed = _apply_suppressions(
@@ -171,12 +154,12 @@ def run_time_findings(
 # -- our rules -----------------------------------------------------------------------
 
 
-def _our_findings(item: CollectedStep, off: frozenset[str]) -> list[_Raw]:
-    raws: list[_Raw] = []
+def _our_findings(item: CollectedStep, off: frozenset[str]) -> list[RawFinding]:
+    raws: list[RawFinding] = []
     step = item.step
     if item.record_error is not None:
         raws.append(
-            _raw(
+            raw_finding(
                 RULES["step-not-recordable"],
                 item,
                 None,
@@ -187,8 +170,12 @@ def _our_findings(item: CollectedStep, off: frozenset[str]) -> list[_Raw]:
     for piece in item.pieces:
         error = piece.syntax_error
         if error is not None:
-            raw = _raw(RULES["sql-syntax-error"], item, piece, None, error.message)
-            raw.finding = _with(raw.finding, line=error.line, statement=error.statement)
+            raw = raw_finding(
+                RULES["sql-syntax-error"], item, piece, None, error.message
+            )
+            raw.finding = with_changes(
+                raw.finding, line=error.line, statement=error.statement
+            )
             raws.append(raw)
     pairs = [(piece, stmt) for piece in item.pieces for stmt in piece.statements]
     owner = {id(stmt): piece for piece, stmt in pairs}
@@ -199,13 +186,13 @@ def _our_findings(item: CollectedStep, off: frozenset[str]) -> list[_Raw]:
         for rule in embedded_rules if ctx.block else statement_rules:
             assert rule.check is not None
             for message in rule.check(ctx):
-                raws.append(_raw(rule, item, owner[id(outer)], outer, message))
+                raws.append(raw_finding(rule, item, owner[id(outer)], outer, message))
                 if ctx.block is not None:
                     raws[-1].inner = ctx.stmt
-                    raws[-1].finding = _with(
+                    raws[-1].finding = with_changes(
                         raws[-1].finding,
                         message=f"in the DO block at line {outer.line}: {message}",
-                        statement=_shorten(ctx.stmt.sql),
+                        statement=shorten(ctx.stmt.sql),
                     )
     step_ctx = StepContext(
         step=step,
@@ -216,329 +203,8 @@ def _our_findings(item: CollectedStep, off: frozenset[str]) -> list[_Raw]:
         assert rule.check is not None
         for found, message in rule.check(step_ctx):
             owned = owner.get(id(found)) if found is not None else None
-            raws.append(_raw(rule, item, owned, found, message))
+            raws.append(raw_finding(rule, item, owned, found, message))
     return raws
-
-
-def _raw(
-    rule: Rule,
-    item: CollectedStep,
-    piece: Piece | None,
-    stmt: Statement | None,
-    message: str,
-    *,
-    severity: Severity | None = None,
-    hint: str | None = None,
-    source: Source = Source.RULES,
-    line: int | None = None,
-) -> _Raw:
-    finding = Finding(
-        rule=rule.id,
-        severity=severity or rule.severity,
-        message=message,
-        hint=hint if hint is not None else rule.hint,
-        source=source,
-        step_id=item.step.id,
-        phase=item.step.phase.value,
-        location=piece.location if piece is not None else item.step.location,
-        line=line if line is not None else (stmt.line if stmt is not None else None),
-        statement=_shorten(stmt.sql) if stmt is not None else None,
-    )
-    return _Raw(finding=finding, collected=item, piece=piece, stmt=stmt)
-
-
-def _with(finding: Finding, **changes: t.Any) -> Finding:
-    return replace(finding, **changes)
-
-
-def _shorten(sql: str | None) -> str | None:
-    if sql is None:
-        return None
-    text = " ".join(sql.split())
-    if len(text) <= _STATEMENT_WIDTH:
-        return text
-    return text[: _STATEMENT_WIDTH - 3] + "..."
-
-
-# -- squawk --------------------------------------------------------------------------
-
-
-def _run_squawk(
-    binary: str, collected: list[CollectedStep], off: frozenset[str]
-) -> list[SquawkViolation]:
-    """Run squawk on every piece and DO block; schema steps as one transaction."""
-    exclude = [*EXCLUDED_RULES, *(r for r in off if r in KNOWN_RULES)]
-    in_transaction, other = _squawk_files(collected)
-    return [
-        *run_squawk(
-            binary, in_transaction, exclude=exclude, assume_in_transaction=True
-        ),
-        *run_squawk(binary, other, exclude=exclude),
-    ]
-
-
-def _squawk_files(
-    collected: list[CollectedStep],
-) -> tuple[dict[str, str], dict[str, str]]:
-    """The SQL squawk reads, named ``step_piece`` or ``step_piece_statement``.
-
-    Returns the files that run in one transaction (schema steps, and the
-    statements each DO block runs), then the others.
-    """
-    in_transaction: dict[str, str] = {}
-    other: dict[str, str] = {}
-    for ci, item in enumerate(collected):
-        files = in_transaction if item.step.phase is Phase.SCHEMA else other
-        for pi, piece in enumerate(item.pieces):
-            if piece.syntax_error is not None or not piece.statements:
-                continue
-            files[f"{ci:04d}_{pi:03d}"] = piece.sql
-            for si, stmt in enumerate(piece.statements):
-                if stmt.embedded:
-                    in_transaction[f"{ci:04d}_{pi:03d}_{si:04d}"] = _block_sql(stmt)
-    return in_transaction, other
-
-
-def _block_sql(block: Statement) -> str:
-    """The statements a DO block runs, one after another, as squawk reads them."""
-    return "".join(inner.sql + ";\n" for inner in block.embedded)
-
-
-def _block_statement(block: Statement, line: int) -> Statement:
-    """The statement of *block* on *line* of :func:`_block_sql`'s text."""
-    first = 1
-    for inner in block.embedded:
-        last = first + inner.sql.count("\n")
-        if line <= last:
-            return inner
-        first = last + 1
-    return block.embedded[-1]
-
-
-_SQUAWK_RULE = Rule(
-    id="squawk",
-    severity=Severity.WARNING,
-    summary="",
-    hint="",
-    scope=Scope.ENGINE,
-)
-
-
-def _squawk_findings(
-    collected: list[CollectedStep],
-    violations: list[SquawkViolation],
-    ours: list[_Raw],
-    off: frozenset[str],
-) -> list[_Raw]:
-    volatile = {
-        id(r.inner or r.stmt)
-        for r in ours
-        if r.finding.rule == "volatile-default-rewrite"
-    }
-    not_null_before: dict[int, frozenset[tuple[str, str]]] = {}
-    not_null_checks: dict[int, set[tuple[str, str]]] = {}
-    for item in collected:
-        before, checks = _validated_not_null(item)
-        not_null_before.update(before)
-        not_null_checks.update(dict.fromkeys(before, checks))
-    contexts = {
-        id(ctx.stmt): ctx
-        for item in collected
-        for ctx in statement_contexts(item.step, item.statements)
-    }
-    raws: list[_Raw] = []
-    seen: set[tuple[str, int]] = set()
-    for violation in violations:
-        if violation.rule in EXCLUDED_RULES or violation.rule in off:
-            continue
-        if violation.rule == "syntax-error":
-            continue  # PostgreSQL's own parser accepted the SQL: it is the judge
-        try:
-            ci, pi, *si = (int(part) for part in violation.file.split("_"))
-            item, piece = collected[ci], collected[ci].pieces[pi]
-            block = piece.statements[si[0]] if si else None
-        except (ValueError, IndexError):
-            logger.debug("squawk finding in an unknown file: %s", violation)
-            continue
-        if block is not None:
-            stmt: Statement | None = _block_statement(block, violation.line)
-            offset = -1
-        else:
-            offset = _offset(piece.sql, violation.line, violation.column)
-            stmt = _statement_at(piece.statements, offset)
-        if stmt is None:
-            continue
-        ctx = contexts.get(id(stmt))
-        if (
-            violation.rule not in STYLE_RULES
-            and ctx is not None
-            and ctx.targets_new_table
-        ):
-            continue  # a table created earlier in the step has no readers yet
-        if violation.rule == "adding-field-with-default" and id(stmt) in volatile:
-            continue  # reported by volatile-default-rewrite
-        if violation.rule == "constraint-missing-not-valid" and _cannot_be_not_valid(
-            stmt, offset
-        ):
-            continue  # NOT VALID exists only for CHECK and FOREIGN KEY constraints
-        if violation.rule == "adding-not-nullable-field" and _set_not_null_proven(
-            stmt, not_null_before.get(id(stmt), frozenset())
-        ):
-            continue  # a validated CHECK (col IS NOT NULL) lets it skip the scan
-        if violation.rule == "ban-drop-constraint" and _drops_only(
-            stmt, not_null_checks.get(id(stmt), set())
-        ):
-            continue  # the helper CHECK of the SET NOT NULL recipe: now redundant
-        key = (violation.rule, id(stmt))
-        if key in seen:
-            continue
-        seen.add(key)
-        message = violation.message
-        if block is not None:
-            message = f"in the DO block at line {block.line}: {message}"
-        raws.append(
-            _raw(
-                _SQUAWK_RULE,
-                item,
-                piece,
-                block or stmt,
-                message,
-                severity=severity_of(violation.rule),
-                hint=violation.help
-                or f"see https://squawkhq.com/docs/{violation.rule}",
-                source=Source.SQUAWK,
-                line=block.line if block is not None else violation.line,
-            )
-        )
-        raws[-1].finding = _with(
-            raws[-1].finding, rule=violation.rule, statement=_shorten(stmt.sql)
-        )
-    return raws
-
-
-def _offset(sql: str, line: int, column: int) -> int:
-    starts = [0]
-    starts += [i + 1 for i, char in enumerate(sql) if char == "\n"]
-    index = min(max(line, 1), len(starts)) - 1
-    return starts[index] + max(column, 0)
-
-
-def _statement_at(statements: list[Statement], offset: int) -> Statement | None:
-    if not statements:
-        return None
-    starts = [s.start for s in statements]
-    index = bisect.bisect_right(starts, offset) - 1
-    return statements[max(index, 0)]
-
-
-def _cannot_be_not_valid(stmt: Statement, offset: int) -> bool:
-    """Whether the constraint squawk points at is UNIQUE, PRIMARY KEY or EXCLUDE."""
-    added = [
-        cmd.def_
-        for cmd in getattr(stmt.node, "cmds", None) or ()
-        if _ast.enum_name(cmd.subtype) == "AT_AddConstraint"
-        and _ast.node_type(cmd.def_) == "Constraint"
-    ]
-    if not added:
-        return False
-    after = [c for c in added if (getattr(c, "location", -1) or -1) >= offset]
-    flagged = [min(after, key=lambda c: c.location)] if after else added
-    return all(
-        _ast.enum_name(c.contype)
-        in {"CONSTR_UNIQUE", "CONSTR_PRIMARY", "CONSTR_EXCLUSION"}
-        for c in flagged
-    )
-
-
-def _not_null_check(constraint: t.Any) -> str | None:
-    """The column of a ``CHECK (col IS NOT NULL)`` constraint, else None."""
-    if _ast.enum_name(getattr(constraint, "contype", None)) != "CONSTR_CHECK":
-        return None
-    expr = constraint.raw_expr
-    if (
-        _ast.node_type(expr) == "NullTest"
-        and _ast.enum_name(expr.nulltesttype) == "IS_NOT_NULL"
-        and _ast.node_type(expr.arg) == "ColumnRef"
-    ):
-        return str(getattr(expr.arg.fields[-1], "sval", "")) or None
-    return None
-
-
-def _validated_not_null(
-    item: CollectedStep,
-) -> tuple[dict[int, frozenset[tuple[str, str]]], set[tuple[str, str]]]:
-    """For each statement of one step, the (table, column) proven NOT NULL before it.
-
-    A ``CHECK (col IS NOT NULL)`` counts once validated: added without NOT VALID,
-    or by a later ``VALIDATE CONSTRAINT``. Only this step's SQL is read (another
-    step's must not change this one's findings), so ``VALIDATE CONSTRAINT`` of a
-    constraint added by an earlier step is taken as the recipe's check: it proves
-    the table's columns (``"*"``). Also returns the (table, constraint name) of
-    each such check, dropped once SET NOT NULL has made it redundant.
-    """
-    names: set[tuple[str, str]] = set()
-    proven: set[tuple[str, str]] = set()
-    pending: dict[tuple[str, str], str] = {}
-    guessed: set[tuple[str, str]] = set()
-    set_not_null: set[str] = set()
-    before: dict[int, frozenset[tuple[str, str]]] = {}
-    for stmt in item.statements:
-        before[id(stmt)] = frozenset(proven)
-        node = stmt.node
-        if _ast.node_type(node) != "AlterTableStmt":
-            continue
-        table = _ast.relation_name(node.relation)
-        for cmd in node.cmds or ():
-            subtype = _ast.enum_name(cmd.subtype)
-            if subtype == "AT_AddConstraint":
-                column = _not_null_check(cmd.def_)
-                if column is None:
-                    continue
-                names.add((table, cmd.def_.conname or ""))
-                if cmd.def_.skip_validation:
-                    pending[(table, cmd.def_.conname or "")] = column
-                else:
-                    proven.add((table, column))
-            elif subtype == "AT_ValidateConstraint":
-                key = (table, cmd.name or "")
-                if key in pending:
-                    proven.add((table, pending[key]))
-                elif key not in names:
-                    guessed.add(key)
-                    proven.add((table, "*"))
-            elif subtype == "AT_SetNotNull":
-                set_not_null.add(table)
-    names |= {key for key in guessed if key[0] in set_not_null}
-    return before, names
-
-
-def _drops_only(stmt: Statement, constraints: set[tuple[str, str]]) -> bool:
-    """Whether *stmt* drops only constraints among *constraints*."""
-    node = stmt.node
-    if _ast.node_type(node) != "AlterTableStmt":
-        return False
-    table = _ast.relation_name(node.relation)
-    dropped = [
-        cmd.name
-        for cmd in node.cmds or ()
-        if _ast.enum_name(cmd.subtype) == "AT_DropConstraint"
-    ]
-    return bool(dropped) and all((table, name) in constraints for name in dropped)
-
-
-def _set_not_null_proven(stmt: Statement, proven: frozenset[tuple[str, str]]) -> bool:
-    node = stmt.node
-    if _ast.node_type(node) != "AlterTableStmt":
-        return False
-    table = _ast.relation_name(node.relation)
-    columns = [
-        cmd.name
-        for cmd in node.cmds or ()
-        if _ast.enum_name(cmd.subtype) == "AT_SetNotNull"
-    ]
-    return bool(columns) and all(
-        (table, c) in proven or (table, "*") in proven for c in columns
-    )
 
 
 # -- suppressions --------------------------------------------------------------------
@@ -546,7 +212,7 @@ def _set_not_null_proven(stmt: Statement, proven: frozenset[tuple[str, str]]) ->
 
 def _apply_suppressions(
     collected: list[CollectedStep],
-    raws: list[_Raw],
+    raws: list[RawFinding],
     off: frozenset[str],
     squawk_ran: bool,
     printed: set[str],
@@ -625,7 +291,9 @@ def _invalid(supp: Suppression, known: set[str]) -> str | None:
     return None
 
 
-def _matching(raw: _Raw, by_piece: dict[int, _Suppressions]) -> Suppression | None:
+def _matching(
+    raw: RawFinding, by_piece: dict[int, _Suppressions]
+) -> Suppression | None:
     rule = raw.finding.rule
     pieces = [raw.piece] if raw.piece is not None else raw.collected.pieces
     for piece in pieces:

@@ -195,6 +195,15 @@ def connect_psycopg2(
     url: str | sa.URL, **overrides: t.Any
 ) -> psycopg2.extensions.connection:
     """Open a raw psycopg2 connection from a SQLAlchemy URL (query args are kwargs)."""
+    conn: psycopg2.extensions.connection = psycopg2.connect(
+        **libpq_kwargs(url, **overrides)
+    )
+    return conn
+
+
+def libpq_kwargs(url: str | sa.URL, **overrides: t.Any) -> dict[str, t.Any]:
+    """Return libpq connect keywords of a SQLAlchemy URL: its query args, then
+    ``overrides``, win; unset ones are left out."""
     parsed = sa.make_url(url)
     kwargs: dict[str, t.Any] = {
         "host": parsed.host,
@@ -205,10 +214,7 @@ def connect_psycopg2(
     }
     kwargs.update(parsed.query)
     kwargs.update(overrides)
-    conn: psycopg2.extensions.connection = psycopg2.connect(
-        **{k: v for k, v in kwargs.items() if v is not None}
-    )
-    return conn
+    return {k: v for k, v in kwargs.items() if v is not None}
 
 
 def make_url(

@@ -60,6 +60,21 @@ class _Connection:
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
 
 
+class _Counter:
+    """A counter of :class:`FaultProxy`, read under its lock.
+
+    The attribute ``kills`` reads the int ``_kills`` that the proxy's loop updates.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attr = "_" + name
+
+    def __get__(self, proxy: FaultProxy, owner: type | None = None) -> int:
+        with proxy._lock:
+            count: int = getattr(proxy, self._attr)
+            return count
+
+
 class FaultProxy:
     """A TCP proxy in front of a pooler (or PostgreSQL) that injects connection faults.
 
@@ -275,41 +290,22 @@ class FaultProxy:
 
     # ---------------------------------------------------------------- counters
 
-    @property
-    def round_trips(self) -> int:
-        """Query ('Q') and Sync ('S') messages from clients since the last reset."""
-        with self._lock:
-            return self._round_trips
+    #: Query ('Q') and Sync ('S') messages from clients since the last reset.
+    round_trips = _Counter()
+    #: Client connections accepted (not refused) since the last reset.
+    connections_opened = _Counter()
+    #: Connections killed by the proxy (any feature) since the last reset.
+    kills = _Counter()
+    #: COMMIT replies swallowed since the last reset.
+    dropped_commits = _Counter()
+    #: Connections accepted and reset by ``refuse_connects(mode="rst")``.
+    refused_connections = _Counter()
 
     @property
     def round_trips_by_connection(self) -> list[int]:
         """Round trips per connection (those with any since the reset), oldest first."""
         with self._lock:
             return list(self._round_trips_by_conn.values())
-
-    @property
-    def connections_opened(self) -> int:
-        """Client connections accepted (not refused) since the last reset."""
-        with self._lock:
-            return self._connections_opened
-
-    @property
-    def kills(self) -> int:
-        """Connections killed by the proxy (any feature) since the last reset."""
-        with self._lock:
-            return self._kills
-
-    @property
-    def dropped_commits(self) -> int:
-        """COMMIT replies swallowed since the last reset."""
-        with self._lock:
-            return self._dropped_commits
-
-    @property
-    def refused_connections(self) -> int:
-        """Connections accepted and reset by ``refuse_connects(mode="rst")``."""
-        with self._lock:
-            return self._refused_connections
 
     @property
     def active_connections(self) -> int:

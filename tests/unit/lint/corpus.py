@@ -536,9 +536,9 @@ CASES = [
     case("notify", "NOTIFY lead_events, 'schema changed'"),
     case(
         "prepare",
+        # PREPARE stores the INSERT, it does not run it: no category needed.
         "PREPARE add_plan (text) AS INSERT INTO plans (code) VALUES ($1)",
         "session-prepare",
-        category="seed",
     ),
     case(
         "declare_with_hold",

@@ -721,6 +721,11 @@ CASES = [
     case("listen_channel", "LISTEN accounts_changed", "session-listen"),
     case("notify_channel", "NOTIFY accounts_changed"),
     case("prepare_statement", "PREPARE q AS SELECT 1", "session-prepare"),
+    case(
+        "prepare_update_is_not_run",
+        "PREPARE purge AS DELETE FROM sessions WHERE expires_at < now()",
+        "session-prepare",
+    ),
     case("savepoint_in_step", "SAVEPOINT before_change", "transaction-control"),
     case("commit_in_step", "COMMIT", "transaction-control"),
     case(
@@ -882,5 +887,41 @@ CASES = [
     case(
         "select_into_backup_table",
         "SELECT * INTO accounts_backup FROM accounts",
+    ),
+    # -- a new enum value is unusable until its transaction commits -----------------
+    case(
+        "enum_value_added_then_default",
+        "ALTER TYPE aal_level ADD VALUE 'aal4';\n"
+        "ALTER TABLE sessions ALTER COLUMN aal SET DEFAULT 'aal4';",
+        "enum-value-used-in-same-step",
+    ),
+    case(
+        "enum_value_added_then_updated",
+        "ALTER TYPE factor_type ADD VALUE IF NOT EXISTS 'phone';\n"
+        "UPDATE mfa_factors SET factor_type = 'phone' WHERE phone IS NOT NULL;",
+        "enum-value-used-in-same-step",
+        category="one_time_backfill",
+    ),
+    case(
+        "enum_value_added_in_do_then_used_in_do",
+        "DO $$ BEGIN ALTER TYPE factor_type ADD VALUE 'phone'; EXCEPTION WHEN duplicate_object THEN NULL; END $$;\n"
+        "DO $$ BEGIN ALTER TABLE mfa_factors ALTER COLUMN factor_type SET DEFAULT 'phone'; END $$;",
+        "enum-value-used-in-same-step",
+    ),
+    case(
+        "enum_value_added_other_value_used",
+        "ALTER TYPE aal_level ADD VALUE 'aal4';\n"
+        "ALTER TABLE sessions ALTER COLUMN aal SET DEFAULT 'aal1';",
+    ),
+    case(
+        "enum_value_renamed_then_used",
+        "ALTER TYPE aal_level RENAME VALUE 'aal0' TO 'aal1';\n"
+        "ALTER TABLE sessions ALTER COLUMN aal SET DEFAULT 'aal1';",
+        # Renaming a value breaks readers of the old one (squawk's warning).
+        "renaming-object",
+    ),
+    case(
+        "enum_value_added_then_index_in_other_step_shape",
+        "ALTER TYPE aal_level ADD VALUE 'aal4' AFTER 'aal3'",
     ),
 ]

@@ -71,6 +71,22 @@ def test_sarif_result_points_at_the_file_and_line() -> None:
     assert suppressed["suppressions"] == [{"kind": "inSource", "justification": "tiny"}]
 
 
+def test_sarif_absolute_path_is_a_file_uri() -> None:
+    """A file outside the working directory is located by a file:// URI."""
+    finding = Finding(
+        rule="bare-except-in-step",
+        severity=Severity.ERROR,
+        message="swallowed",
+        hint="re-raise",
+        location="/srv/app/steps.py:7",
+    )
+    log = report_to_sarif(LintReport(findings=[finding]))
+    assert sarif_errors(log) == []
+    (result,) = log["runs"][0]["results"]
+    artifact = result["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert artifact == {"uri": "file:///srv/app/steps.py"}
+
+
 def test_sarif_without_findings_is_valid() -> None:
     """An empty report is a valid log with no results."""
     log = report_to_sarif(LintReport())
@@ -103,6 +119,14 @@ def test_github_annotation_file_and_line() -> None:
     assert line == (
         "::warning file=app/steps.py,line=7,title=bare-except-in-step::"
         "100%25 swallowed,%0Areally%0Afix: re-raise"
+    )
+
+
+def test_github_notice_when_squawk_did_not_run() -> None:
+    """Without squawk, the annotations say so in one notice."""
+    report = LintReport(squawk_note="squawk is not installed; ran our rules only")
+    assert render_github(report) == (
+        "::notice title=squawk::squawk is not installed; ran our rules only"
     )
 
 

@@ -53,6 +53,10 @@ SQL_FORMS = {
         "do_when_others_null",
         "do_when_duplicate_column_guard",
     ),
+    "enum-value-used-in-same-step": (
+        "enum_value_added_then_default",
+        "enum_value_added_other_value_used",
+    ),
     "seed-not-literal-insert": ("seed_copying_a_table", "seed_values"),
     "dedup-not-delete": ("dedup_update", "dedup_delete_using"),
     "orphan-cleanup-not-delete": (

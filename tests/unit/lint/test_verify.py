@@ -16,6 +16,9 @@ HAZARDS = {
     "transaction_around_retry.py": "transaction-around-retry",
     "connection_reuse.py": "connection-across-retries",
     "bare_except.py": "bare-except-in-step",
+    "app_session_deeper.py": "app-session-in-migration",
+    "transaction_around_retry_deeper.py": "transaction-around-retry",
+    "bare_except_deeper.py": "bare-except-in-step",
 }
 
 
@@ -47,6 +50,30 @@ def test_clean_module_passes() -> None:
     assert [(f.rule, f.suppressed_reason) for f in suppressed] == [
         ("connection-across-retries", "read-only probe, no DDL")
     ]
+
+
+@pytest.mark.parametrize("name", ["clean_deeper.py", "helpers_db.py"])
+def test_deeper_near_misses_pass(name: str) -> None:
+    """Helpers without the app's session, closed connections, re-raising handlers
+    and the helper module itself report nothing."""
+    active, suppressed = verify_files([str(FIXTURES / name)])
+    assert active == []
+    assert suppressed == []
+
+
+def test_findings_name_the_call_chain() -> None:
+    """A hazard one call away names the helper, its file and line, and the use."""
+    active, _ = verify_files([str(FIXTURES / "app_session_deeper.py")])
+    imported = next(f.message for f in active if "module_attribute()" in f.message)
+    assert "purge_sessions() (" in imported
+    assert "helpers_db.py:11)" in imported
+    assert imported.startswith("db.session used by ")
+    assert "in migration function module_attribute()" in imported
+    active, _ = verify_files([str(FIXTURES / "transaction_around_retry_deeper.py")])
+    wrapper = next(f.message for f in active if "_apply(...)" in f.message)
+    assert "which calls execute_with_retry(...) via _apply() (" in wrapper
+    held = next(f.message for f in active if "conn = engine.begin()" in f.message)
+    assert "without a with block" in held
 
 
 def test_example_app_is_clean() -> None:

@@ -19,6 +19,7 @@ from . import dml_in_do_block
 from . import dml_needs_category
 from . import do_block_swallows_errors
 from . import dynamic_sql
+from . import enum_value_used_in_same_step
 from . import invalid_suppression
 from . import non_index_sql_in_index_step
 from . import one_time_backfill_not_update
@@ -66,6 +67,7 @@ _MODULES = (
     transaction_control,
     cannot_run_in_transaction,
     do_block_swallows_errors,
+    enum_value_used_in_same_step,
     # small-DML categories
     seed_not_literal_insert,
     dedup_not_delete,

@@ -81,7 +81,17 @@ def _connections(scope: ast.AST) -> dict[str, tuple[int, ast.AST]]:
     return found
 
 
+#: Iterables whose items are retry attempts (tenacity's ``for attempt in Retrying()``).
+_ATTEMPT_ITERABLES = {"Retrying", "AsyncRetrying"}
+
+
 def _is_retry_loop(loop: ast.For | ast.While) -> bool:
+    if (
+        isinstance(loop, ast.For)
+        and isinstance(loop.iter, ast.Call)
+        and call_name(loop.iter) in _ATTEMPT_ITERABLES
+    ):
+        return True
     if isinstance(loop, ast.For):
         counted = isinstance(loop.iter, ast.Call) and call_name(loop.iter) == "range"
         named = _RETRY_WORDS.search(ast.unparse(loop.target) + ast.unparse(loop.iter))
