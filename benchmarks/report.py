@@ -314,7 +314,7 @@ def _escape(text: str) -> str:
 
 def _fig_cold(results: Results) -> list[str]:
     cold = results["cold"]
-    lines = ["## 6. Cold start: import and boot CPU time, up to date", ""]
+    lines = ["## 7. Cold start: import and boot CPU time, up to date", ""]
     lines += _provenance(results, "cold")
     lines += [
         "The example app (flask-safe-migrate) and its Alembic twin (Flask-Migrate's "
