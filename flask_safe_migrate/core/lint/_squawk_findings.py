@@ -322,30 +322,31 @@ def _validated_not_null(
     return before, names
 
 
-def _drops_only(stmt: Statement, constraints: set[tuple[str, str]]) -> bool:
-    """Whether *stmt* drops only constraints among *constraints*."""
+def _alter_names(stmt: Statement, subtype: str) -> tuple[str, list[str]] | None:
+    """The table and names of *stmt*'s ``subtype`` commands, if it is ALTER TABLE."""
     node = stmt.node
     if _ast.node_type(node) != "AlterTableStmt":
-        return False
-    table = _ast.relation_name(node.relation)
-    dropped = [
-        cmd.name
-        for cmd in node.cmds or ()
-        if _ast.enum_name(cmd.subtype) == "AT_DropConstraint"
+        return None
+    names = [
+        cmd.name for cmd in node.cmds or () if _ast.enum_name(cmd.subtype) == subtype
     ]
+    return _ast.relation_name(node.relation), names
+
+
+def _drops_only(stmt: Statement, constraints: set[tuple[str, str]]) -> bool:
+    """Whether *stmt* drops only constraints among *constraints*."""
+    found = _alter_names(stmt, "AT_DropConstraint")
+    if found is None:
+        return False
+    table, dropped = found
     return bool(dropped) and all((table, name) in constraints for name in dropped)
 
 
 def _set_not_null_proven(stmt: Statement, proven: frozenset[tuple[str, str]]) -> bool:
-    node = stmt.node
-    if _ast.node_type(node) != "AlterTableStmt":
+    found = _alter_names(stmt, "AT_SetNotNull")
+    if found is None:
         return False
-    table = _ast.relation_name(node.relation)
-    columns = [
-        cmd.name
-        for cmd in node.cmds or ()
-        if _ast.enum_name(cmd.subtype) == "AT_SetNotNull"
-    ]
+    table, columns = found
     return bool(columns) and all(
         (table, c) in proven or (table, "*") in proven for c in columns
     )
