@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -87,8 +88,36 @@ def find_pg_bindir(major: int | None = None) -> Path | None:
         if all(
             (directory / name).is_file() for name in ("initdb", "pg_ctl", "postgres")
         ):
-            return directory
+            return reachable_by_postgres(directory)
     return None
+
+
+def reachable_by_postgres(bindir: Path) -> Path:
+    """``bindir``, or a copy of its installation the ``postgres`` user can run.
+
+    As root the servers run as ``postgres``; binaries installed in the checkout
+    (``.venv/pg``) are out of its reach when a parent directory is private (a clone
+    in ``mktemp -d``, mode 0700). Copy that installation once to the temp directory.
+    """
+    real = bindir.resolve()
+    if os.geteuid() != 0 or all(os.stat(p).st_mode & 0o001 for p in real.parents):
+        return bindir
+    # The whole install directory: the binaries find their libraries beside it.
+    root = bindir.parent.resolve()
+    inside = real.relative_to(root)
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    dest = Path(tempfile.gettempdir()) / "safe-migrate-pg" / digest
+    if not (dest / inside / "postgres").is_file():
+        dest.parent.mkdir(mode=0o755, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f"{digest}.", dir=dest.parent))
+        shutil.copytree(root, partial / "tree", symlinks=True)
+        os.chmod(partial, 0o755)
+        try:
+            os.rename(partial / "tree", dest)
+        except OSError:  # another session copied it first
+            shutil.rmtree(partial / "tree")
+        os.rmdir(partial)
+    return dest / inside
 
 
 def find_pgbouncer() -> str | None:
