@@ -23,12 +23,10 @@ from .services import TestDatabase
 
 
 @pytest.fixture
-def engine(
-    proxy: FaultProxy, database: TestDatabase, url_driver: str
-) -> t.Iterator[sa.Engine]:
-    """The migration engine on ``url_driver``, through the proxy and PgBouncer."""
+def engine(proxy: FaultProxy, database: TestDatabase) -> t.Iterator[sa.Engine]:
+    """The migration engine on the test's driver, through the proxy and PgBouncer."""
     engine = build_migration_engine(
-        MigrateSettings(database_uri=proxy.url(database.name, driver=url_driver))
+        MigrateSettings(database_uri=proxy.url(database.name))
     )
     yield engine
     engine.dispose()
