@@ -286,8 +286,11 @@ def execute_on(
         result = execute_script(conn, sql)
     else:
         result = conn.execute(sa.text(sql), dict(params))
+    # Before the rows: psycopg 3 forgets the count when the fetch closes the cursor
+    # (an UPDATE ... RETURNING then read -1; psycopg2 keeps it).
+    rowcount = result.rowcount
     rows = [tuple(r) for r in result.fetchall()] if result.returns_rows else []
-    return rows, result.rowcount
+    return rows, rowcount
 
 
 def send(engine: sa.Engine, sql: str) -> list[tuple[t.Any, ...]]:

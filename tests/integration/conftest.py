@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from .drivers import proxy_url_on_driver  # noqa: F401 - fixtures: one run per driver
-from .drivers import url_driver  # noqa: F401
+from .drivers import url_driver_fixture  # noqa: F401 - ``url_driver``: once per driver
 from .matrix import DEFAULT_MAJOR
 from .matrix import Combination
 from .matrix import is_matrix_test
@@ -221,43 +220,51 @@ def _database_supply(postgres: Postgres) -> t.Iterator[_DatabaseSupply]:
 
 @pytest.fixture
 def database(
-    postgres: Postgres, pooler: Pooler | Direct, _database_supply: _DatabaseSupply
+    postgres: Postgres,
+    pooler: Pooler | Direct,
+    _database_supply: _DatabaseSupply,
+    url_driver: str,
 ) -> t.Iterator[TestDatabase]:
     """Give a fresh database ``t_<hex>``, dropped WITH (FORCE) after the test;
-    its ``bouncer_url`` goes through ``pooler``."""
+    its ``bouncer_url`` goes through ``pooler``. Both URLs name the test's
+    ``url_driver``: a test using them runs once per driver."""
     name = _database_supply.take()
     try:
         yield TestDatabase(
             name=name,
-            direct_url=postgres.url(name),
-            bouncer_url=pooler.url(name),
+            direct_url=postgres.url(name, driver=url_driver),
+            bouncer_url=pooler.url(name, driver=url_driver),
             postgres=postgres,
         )
     finally:
         postgres.drop_database(name)
 
 
-def proxy_in_front(pooler: Pooler | Direct) -> FaultProxy:
-    """A FaultProxy (not started) that terminates TLS in front of ``pooler``."""
+def proxy_in_front(pooler: Pooler | Direct, driver: str) -> FaultProxy:
+    """A FaultProxy (not started) that terminates TLS in front of ``pooler``, whose
+    URLs name ``driver``."""
     return FaultProxy(
         "127.0.0.1",
         pooler.port,
         cert_file=pooler.cert_file,
         key_file=pooler.key_file,
         upstream_tls=pooler.tls,
+        driver=driver,
     )
 
 
 @pytest.fixture
-def proxy(pooler: Pooler | Direct) -> t.Iterator[FaultProxy]:
-    """Give a started FaultProxy (TLS terminated) in front of ``pooler``."""
-    with proxy_in_front(pooler) as fault_proxy:
+def proxy(pooler: Pooler | Direct, url_driver: str) -> t.Iterator[FaultProxy]:
+    """Give a started FaultProxy (TLS terminated) in front of ``pooler``; its
+    ``url()`` names the test's ``url_driver``."""
+    with proxy_in_front(pooler, url_driver) as fault_proxy:
         yield fault_proxy
 
 
 @pytest.fixture
 def proxy_url(proxy: FaultProxy, database: TestDatabase) -> str:
-    """Give the URL of ``database`` through ``proxy`` (TLS, via the pooler)."""
+    """Give the URL of ``database`` through ``proxy`` (TLS, via the pooler), on the
+    test's ``url_driver``."""
     return proxy.url(database.name)
 
 
@@ -297,7 +304,7 @@ class Stack(t.NamedTuple):
 
 @pytest.fixture
 def own_stack(
-    request: pytest.FixtureRequest, combination: Combination
+    request: pytest.FixtureRequest, combination: Combination, url_driver: str
 ) -> t.Iterator[Stack]:
     """Give a stack of the run's combination that only this test uses."""
     server = Postgres(bindir=find_pg_bindir(combination.major))
@@ -308,7 +315,7 @@ def own_stack(
         server.start()
         pooler.start()
         _services(request.config).update(zip(labels, (pooler, server), strict=True))
-        with proxy_in_front(pooler) as proxy:
+        with proxy_in_front(pooler, url_driver) as proxy:
             yield Stack(server, proxy)
     finally:
         for label in labels:

@@ -1,7 +1,14 @@
 """The DBAPI drivers that every driver-touching integration test runs on.
 
-A test that asks for ``url_driver`` runs once per driver, with the same assertions
-(round trips counted at the proxy included): psycopg2 and psycopg 3.
+A test that asks for ``url_driver`` runs once per driver (ids ``psycopg2`` and
+``psycopg3``), with the same assertions (round trips counted at the proxy
+included). The ``database``, ``proxy`` and ``own_stack`` fixtures ask for it and
+name it in every URL they give (``database.bouncer_url``, ``proxy.url()``...), so
+every test that uses them, and every engine, app, CLI or subprocess it starts from
+those URLs, runs on both drivers without saying so.
+
+A module that measures one driver's own behaviour pins it with
+``url_driver = pinned_driver("psycopg2")`` and says why.
 """
 
 from __future__ import annotations
@@ -14,15 +21,11 @@ import sqlalchemy as sa
 
 from .services.common import libpq_kwargs
 
-if t.TYPE_CHECKING:
-    from .services import FaultProxy
-    from .services import TestDatabase
-
 __all__ = [
     "URL_DRIVERS",
     "connect_psycopg",
-    "proxy_url_on_driver",
-    "url_driver",
+    "pinned_driver",
+    "url_driver_fixture",
     "with_driver",
 ]
 
@@ -30,19 +33,27 @@ __all__ = [
 URL_DRIVERS = {"psycopg2": "postgresql+psycopg2", "psycopg3": "postgresql+psycopg"}
 
 
-@pytest.fixture(params=list(URL_DRIVERS.values()), ids=list(URL_DRIVERS))
-def url_driver(request: pytest.FixtureRequest) -> str:
+@pytest.fixture(
+    name="url_driver", params=list(URL_DRIVERS.values()), ids=list(URL_DRIVERS)
+)
+def url_driver_fixture(request: pytest.FixtureRequest) -> str:
     """Give a URL driver name (``postgresql+psycopg2``, ``postgresql+psycopg``)."""
     name: str = request.param
     return name
 
 
-@pytest.fixture
-def proxy_url_on_driver(
-    proxy: FaultProxy, database: TestDatabase, url_driver: str
-) -> str:
-    """Give the URL of ``database`` through ``proxy``, once per driver."""
-    return proxy.url(database.name, driver=url_driver)
+def pinned_driver(test_id: str) -> t.Callable[[], str]:
+    """Return a ``url_driver`` fixture that gives one driver only (by test id).
+
+    Assigned to ``url_driver`` in a test module, it overrides the parametrized
+    fixture there: the module's tests run once, on that driver.
+    """
+
+    @pytest.fixture(name="url_driver")
+    def pinned() -> str:
+        return URL_DRIVERS[test_id]
+
+    return pinned
 
 
 def with_driver(url: str, url_driver: str) -> str:

@@ -23,7 +23,6 @@ from flask_safe_migrate.core.settings import MigrateSettings
 from flask_safe_migrate.core.steps import StepRegistry
 from tests.flask_migrate_app import app as tutorial
 
-from .drivers import with_driver
 from .services import PG_PASSWORD
 from .services import PG_USER
 from .services import FaultProxy
@@ -141,12 +140,11 @@ def other_database(postgres: Postgres) -> t.Iterator[TestDatabase]:
 
 
 def test_revisions_give_the_schema_flask_db_upgrade_gives(
-    database: TestDatabase, other_database: TestDatabase, url_driver: str
+    database: TestDatabase, other_database: TestDatabase
 ) -> None:
     """Applied through PgBouncer they build what ``flask db upgrade`` builds."""
     assert len(REVISIONS) >= 8
-    url = with_driver(database.bouncer_url, url_driver)
-    assert run_revisions(url) == ["applied"] * len(REVISIONS)
+    assert run_revisions(database.bouncer_url) == ["applied"] * len(REVISIONS)
     flask_db_upgrade(other_database)
     ours = schema_dump(database.postgres, database.name)
     assert "CREATE TABLE public.followers" in ours

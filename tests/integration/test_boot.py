@@ -103,7 +103,10 @@ def sockets(monkeypatch: pytest.MonkeyPatch) -> Sockets:
 
 
 def test_boot_runs_before_first_request_without_app_engine(
-    database: TestDatabase, tmp_path: Path, sockets: Sockets
+    database: TestDatabase,
+    tmp_path: Path,
+    sockets: Sockets,
+    engines: list[sa.Engine],
 ) -> None:
     """init_app applies the steps on its own engine; the app's engine opens nothing."""
     app, connects = _make_app(tmp_path, database.bouncer_url, database.direct_url)
@@ -114,6 +117,8 @@ def test_boot_runs_before_first_request_without_app_engine(
     assert sockets.closed == sockets.opened  # the pool was disposed
     assert app.test_client().get("/notes").json == {"count": 0}
     assert connects == [1]
+    with app.app_context():  # its pool keeps the request's connection open
+        engines.append(app.extensions["sqlalchemy"].engine)
 
 
 def test_boot_leaves_no_migration_connection(

@@ -331,7 +331,7 @@ def test_backfill_of_a_quoted_table_name(
 
 
 def test_a_step_blocked_by_its_own_app_session_names_it(
-    database: TestDatabase, tmp_path: Path
+    database: TestDatabase, tmp_path: Path, engines: list[sa.Engine]
 ) -> None:
     """A step that reads through db.session, then alters the table, waits for its
     own app session's lock: the error names this process's db.session."""
@@ -348,6 +348,8 @@ def test_a_step_blocked_by_its_own_app_session_names_it(
         )
         db = SQLAlchemy()
         db.init_app(app)
+        with app.app_context():  # its pool keeps the step's session connection open
+            engines.append(db.engine)
         migrate = SafeMigrate()
 
         @migrate.step("0001_notes_body")

@@ -32,11 +32,9 @@ _KEY = re.compile(r"VALUES \((\d+), 1\)")
 
 
 @pytest.fixture
-def engine(
-    proxy: FaultProxy, database: TestDatabase, url_driver: str
-) -> t.Iterator[sa.Engine]:
+def engine(proxy: FaultProxy, database: TestDatabase) -> t.Iterator[sa.Engine]:
     """The migration engine on each driver, through the fault proxy and PgBouncer."""
-    url = proxy.url(database.name, driver=url_driver)
+    url = proxy.url(database.name)
     engine = build_migration_engine(
         MigrateSettings(database_uri=url, connect_timeout_seconds=3)
     )
@@ -177,14 +175,14 @@ def test_round_trips_match_a_plain_transaction(
 
 
 def test_an_engine_not_built_by_us_works_too(
-    proxy: FaultProxy, database: TestDatabase, counts: TestDatabase, url_driver: str
+    proxy: FaultProxy, database: TestDatabase, counts: TestDatabase
 ) -> None:
     """A plain create_engine() engine: 3 round trips a call, nothing prepared.
 
     psycopg 3 used to fail every call with ResourceClosedError here (it showed the
     BEGIN's result, not the transaction id), and would prepare from the 6th call.
     """
-    engine = sa.create_engine(proxy.url(database.name, driver=url_driver))
+    engine = sa.create_engine(proxy.url(database.name))
     try:
         execute_with_retry(engine, "SELECT 1")  # warm: connect and dialect setup
         for k in range(8):

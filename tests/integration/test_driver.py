@@ -16,18 +16,17 @@ from flask_safe_migrate.core.driver import ssl_in_use
 from flask_safe_migrate.core.driver import xact_status
 from flask_safe_migrate.core.engine import build_migration_engine
 from flask_safe_migrate.core.settings import MigrateSettings
+from flask_safe_migrate.core.transaction import execute_on
 
 from .services import FaultProxy
 from .services import TestDatabase
 
 
 @pytest.fixture
-def engine(
-    proxy: FaultProxy, database: TestDatabase, url_driver: str
-) -> t.Iterator[sa.Engine]:
-    """The migration engine on ``url_driver``, through the proxy and PgBouncer."""
+def engine(proxy: FaultProxy, database: TestDatabase) -> t.Iterator[sa.Engine]:
+    """The migration engine on the test's driver, through the proxy and PgBouncer."""
     engine = build_migration_engine(
-        MigrateSettings(database_uri=proxy.url(database.name, driver=url_driver))
+        MigrateSettings(database_uri=proxy.url(database.name))
     )
     yield engine
     engine.dispose()
@@ -72,6 +71,18 @@ def test_script_rows_and_rowcount_are_the_last_statements(
     assert result.rowcount == 3
     rows = execute_script(conn, "INSERT INTO t VALUES (4); SELECT k FROM t ORDER BY k")
     assert rows.fetchall() == [(1,), (2,), (3,), (4,)]
+
+
+def test_rows_and_rowcount_of_a_statement_with_parameters(
+    conn: sa.Connection, database: TestDatabase
+) -> None:
+    """With parameters too, the rows and the row count (psycopg 3 had forgotten the
+    count once the rows were read: a backfill function's batches counted 0)."""
+    database.query("CREATE TABLE t (k int); INSERT INTO t VALUES (1), (2), (3)")
+    sql = "UPDATE t SET k = k + :add WHERE k > :min RETURNING k"
+    rows, rowcount = execute_on(conn, sql, {"add": 10, "min": 1})
+    assert sorted(rows) == [(12,), (13,)]
+    assert rowcount == 2
 
 
 def test_an_error_in_a_script_raises_and_stops_it(

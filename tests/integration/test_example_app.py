@@ -17,7 +17,6 @@ from example_app import steps  # noqa: F401  # registers the steps on the shared
 from example_app.app import migrate
 from flask_safe_migrate.core.steps import Phase
 
-from .drivers import with_driver
 from .services import PG_PASSWORD
 from .services import TestDatabase
 from .services import free_port
@@ -33,17 +32,13 @@ STEP_COUNT = len(migrate.registry)
 SCHEMA_STEP_COUNT = len(migrate.registry.steps(Phase.SCHEMA))
 
 
-def _env(
-    database: TestDatabase, url_driver: str = "postgresql+psycopg2"
-) -> dict[str, str]:
+def _env(database: TestDatabase) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFE_MIGRATE_")}
-    env["DATABASE_URL"] = with_driver(database.bouncer_url, url_driver)
+    env["DATABASE_URL"] = database.bouncer_url
     return env
 
 
-def _flask(
-    database: TestDatabase, *args: str, url_driver: str = "postgresql+psycopg2"
-) -> subprocess.CompletedProcess[str]:
+def _flask(database: TestDatabase, *args: str) -> subprocess.CompletedProcess[str]:
     command = [
         str(BIN / "flask"),
         "--app",
@@ -53,7 +48,7 @@ def _flask(
     return subprocess.run(
         [*command, *args],
         cwd=ROOT,
-        env=_env(database, url_driver),
+        env=_env(database),
         capture_output=True,
         text=True,
         timeout=120,
@@ -61,17 +56,15 @@ def _flask(
     )
 
 
-def test_first_command_applies_then_is_up_to_date(
-    database: TestDatabase, url_driver: str
-) -> None:
+def test_first_command_applies_then_is_up_to_date(database: TestDatabase) -> None:
     """`flask safe-migrate` applies every step once; a second run is up to date.
 
     Once per driver: ``DATABASE_URL=postgresql+psycopg://...`` runs on psycopg 3.
     """
-    first = _flask(database, url_driver=url_driver)
+    first = _flask(database)
     assert first.returncode == 0, first.stderr
     assert f"{STEP_COUNT} step(s) applied" in first.stdout
-    second = _flask(database, url_driver=url_driver)
+    second = _flask(database)
     assert second.returncode == 0, second.stderr
     assert "up to date" in second.stdout
     assert PG_PASSWORD not in first.stdout + first.stderr + second.stderr

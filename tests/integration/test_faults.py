@@ -1,4 +1,9 @@
-"""Each fault of FAULTS.md Table 1, reproduced on the real stack and classified."""
+"""Each fault of FAULTS.md Table 1, reproduced on the real stack and classified.
+
+Pinned to psycopg2 (not run per driver): this module is FAULTS.md's measurement of
+psycopg2's own errors, raw and under SQLAlchemy; psycopg 3's are measured by
+test_faults_psycopg3.py.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from flask_safe_migrate.core.disconnects import ErrorKind
 from flask_safe_migrate.core.disconnects import classify_error
 from flask_safe_migrate.core.disconnects import is_retryable
 
+from .drivers import pinned_driver
 from .faults import REFUSED
 from .faults import SERVER_CLOSED
 from .faults import Client
@@ -37,6 +43,7 @@ from .services import free_port
 from .services import wait_until
 
 DRIVERS = ["psycopg2", "sqlalchemy"]
+url_driver = pinned_driver("psycopg2")
 
 EOF_DETECTED = "SSL SYSCALL error: EOF detected"
 SSL_CLOSED = "SSL connection has been closed unexpectedly"

@@ -6,6 +6,8 @@ and checks the error the classification table in core.disconnects must handle.
 psycopg 3 keeps the server's own FATAL message where psycopg2 loses it:
 ``pg_terminate_backend`` is ``AdminShutdown`` 57P01 and PgBouncer's
 ``query_wait_timeout`` is ``ProtocolViolation`` 08P01.
+
+Pinned to psycopg 3 (not run per driver): it measures psycopg 3's own errors.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from flask_safe_migrate.core.disconnects import ErrorKind
 from flask_safe_migrate.core.disconnects import classify_error
 from flask_safe_migrate.core.disconnects import is_retryable
 
+from .drivers import pinned_driver
 from .drivers import with_driver
 from .faults import REFUSED
 from .faults import SERVER_CLOSED
@@ -44,6 +47,7 @@ from .services import TestDatabase
 #: Raw psycopg 3, and SQLAlchemy on it.
 DRIVERS = ["psycopg", "sqlalchemy"]
 PSYCOPG = "postgresql+psycopg"
+url_driver = pinned_driver("psycopg3")
 
 #: Any drop of a TLS connection (libpq 18, OpenSSL 3), after psycopg's prefix.
 EOF_WHILE_READING = "consuming input failed: SSL error: unexpected eof while reading"
@@ -59,6 +63,7 @@ def client(driver: str) -> t.Iterator[t.Callable[[str], Client]]:
     made: list[Client] = []
 
     def make(url: str) -> Client:
+        # PgBouncer's own URLs name psycopg2; the fixtures' name the pinned driver.
         made.append(Client(driver, with_driver(url, PSYCOPG)))
         return made[-1]
 

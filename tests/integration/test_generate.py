@@ -248,7 +248,7 @@ def reference(database: TestDatabase) -> t.Iterator[TestDatabase]:
     try:
         yield TestDatabase(
             name=name,
-            direct_url=database.postgres.url(name),
+            direct_url=database.direct_url.replace(database.name, name),
             bouncer_url=database.bouncer_url.replace(database.name, name),
             postgres=database.postgres,
         )

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import importlib
 import threading
-import typing as t
 
-import psycopg2
 import sqlalchemy as sa
 
 from flask_safe_migrate.core.disconnects import ErrorKind
@@ -27,9 +25,7 @@ from flask_safe_migrate.core.transaction import execute_with_retry
 from .conftest import Stack
 from .matrix import MATRIX_TESTS
 from .matrix import Combination
-from .services import FaultProxy
 from .services import TestDatabase
-from .services import connect_psycopg2
 from .services import wait_until
 from .test_disconnect_retry import COUNT_SQL
 
@@ -73,30 +69,6 @@ def test_server_down_is_retried_until_it_is_back(own_stack: Stack) -> None:
     assert set(kinds) <= {ErrorKind.CONNECT_FAILED, ErrorKind.DISCONNECT}, kinds
     assert len(kinds) >= 2
     assert server.execute("SELECT k, n FROM counts") == [(1, 1)]
-
-
-def test_several_statements_in_one_message_give_the_last_result(
-    proxy: FaultProxy, database: TestDatabase
-) -> None:
-    """``BEGIN; SELECT pg_current_xact_id()`` as one simple-query message (what the
-    retry helper sends) returns the transaction id and leaves the transaction open,
-    through every pooler, in one round trip."""
-    conn = connect_psycopg2(proxy.url(database.name))
-    try:
-        cur = conn.cursor()
-        conn.autocommit = True
-        proxy.reset_counters()
-        cur.execute("BEGIN; SELECT pg_current_xact_id()::text")
-        (xid,) = t.cast(tuple[str], cur.fetchone())
-        assert proxy.round_trips == 1
-        status = conn.get_transaction_status()
-        assert status == psycopg2.extensions.TRANSACTION_STATUS_INTRANS
-        cur.execute("SELECT pg_current_xact_id()::text")
-        assert cur.fetchone() == (xid,)
-        cur.execute("COMMIT")
-    finally:
-        conn.close()
-    assert int(xid) > 0
 
 
 def test_engine_reports_the_selected_major(

@@ -250,7 +250,7 @@ def test_million_row_backfill_killed_ten_times_updates_every_row_once(
 def test_lost_batch_replies_and_connection_chaos_update_each_row_once(
     database: TestDatabase,
     proxy: FaultProxy,
-    proxy_url_on_driver: str,
+    proxy_url: str,
     engines: list[sa.Engine],
     keys: str,
 ) -> None:
@@ -263,7 +263,7 @@ def test_lost_batch_replies_and_connection_chaos_update_each_row_once(
     # several lost replies (at the default 0.2 s, a direct connection on an idle
     # machine did 60,000 rows in 7 growing batches: 2 lost replies).
     settings = settings_for(
-        proxy_url_on_driver, backfill_batch_size=500, backfill_batch_seconds=0.002
+        proxy_url, backfill_batch_size=500, backfill_batch_seconds=0.002
     )
     trap = EveryThird("$safe_migrate_batch$")
     proxy.drop_reply(trap)
@@ -472,19 +472,21 @@ def test_missing_table_fails_naming_the_step(
         runner_for(settings_for(proxy_url), registry(), engines).run([Phase.BACKFILL])
 
 
+@BATCH_KEYS
 def test_each_batch_costs_one_round_trip(
     database: TestDatabase,
     proxy: FaultProxy,
-    proxy_url_on_driver: str,
+    proxy_url: str,
     engines: list[sa.Engine],
+    keys: str,
 ) -> None:
     """Counted at the proxy: a run reads the ledger (1), starts the step (1), then
     sends one message per BATCHES_PER_MESSAGE batches (each its own transaction),
-    the last batch of which finds nothing left."""
+    the last batch of which reaches the last key."""
     rows = 30_000
     make_items(database, rows)
     runner = runner_for(
-        settings_for(proxy_url_on_driver, backfill_batch_size=100), registry(), engines
+        settings_for(proxy_url, backfill_batch_size=100), registry(keys), engines
     )
     runner.ensure_ledger()  # also pays the engine's first-connect queries
     proxy.reset_counters()

@@ -130,7 +130,7 @@ def test_interrupted_build_leaves_invalid_index_that_the_next_run_rebuilds(
 
 
 def test_build_killed_under_the_runner_is_rebuilt_and_recorded_only_when_valid(
-    database: TestDatabase, proxy_url_on_driver: str, engines: list[sa.Engine]
+    database: TestDatabase, proxy_url: str, engines: list[sa.Engine]
 ) -> None:
     make_slow_table(database)
     seen: list[tuple[t.Any, ...]] = []
@@ -144,9 +144,9 @@ def test_build_killed_under_the_runner_is_rebuilt_and_recorded_only_when_valid(
 
     thread = threading.Thread(target=killer)
     thread.start()
-    report = runner_for(
-        settings_for(proxy_url_on_driver), slow_registry(), engines
-    ).run([Phase.INDEX])
+    report = runner_for(settings_for(proxy_url), slow_registry(), engines).run(
+        [Phase.INDEX]
+    )
     thread.join(timeout=30)
     # While the index was being built, the step was running under our lease.
     assert len(seen) == 1

@@ -24,7 +24,6 @@ from flask_safe_migrate.core.steps import StepHandle
 from flask_safe_migrate.core.steps import StepRegistry
 
 from . import migration30
-from .drivers import with_driver
 from .services import FaultProxy
 from .services import TestDatabase
 from .services import connect_psycopg2
@@ -68,7 +67,6 @@ def test_thirty_steps_with_every_commit_reply_lost_apply_once(
     database: TestDatabase,
     proxy: FaultProxy,
     engines: list[sa.Engine],
-    url_driver: str,
 ) -> None:
     """Dropping the reply to each message's COMMIT once still applies each step once.
 
@@ -82,7 +80,7 @@ def test_thirty_steps_with_every_commit_reply_lost_apply_once(
 
     proxy.drop_each_commit_once(step_of)
     runner = runner_for(
-        settings_for(proxy.url(database.name, driver=url_driver)),
+        settings_for(proxy.url(database.name)),
         migration30.build_registry(),
         engines,
     )
@@ -99,7 +97,6 @@ def test_random_kills_during_a_migration_apply_each_step_once(
     database: TestDatabase,
     proxy: FaultProxy,
     engines: list[sa.Engine],
-    url_driver: str,
 ) -> None:
     """Connections killed at random moments never leave a step half or twice applied.
 
@@ -113,9 +110,7 @@ def test_random_kills_during_a_migration_apply_each_step_once(
         proxy.reset_counters()
         proxy.chaos(0.03, 0.2)
         runner = runner_for(
-            settings_for(
-                proxy.url(database.name, driver=url_driver), retry_max_attempts=40
-            ),
+            settings_for(proxy.url(database.name), retry_max_attempts=40),
             migration30.build_registry(),
             engines,
         )
@@ -151,11 +146,9 @@ _WORKER = textwrap.dedent(
 def test_eight_processes_at_once_apply_each_step_once(
     database: TestDatabase,
     spawn: t.Callable[..., subprocess.Popen[str]],
-    url_driver: str,
 ) -> None:
     """8 processes running the same migration together through PgBouncer all succeed."""
-    url = with_driver(database.bouncer_url, url_driver)
-    outcomes = run_together(spawn, _WORKER, url)
+    outcomes = run_together(spawn, _WORKER, database.bouncer_url)
     applied = [sid for o in outcomes for sid, status in o if status == "applied"]
     assert sorted(applied) == sorted(s.id for s in migration30.build_registry().steps())
     migration30.check_database(database.query)
@@ -329,11 +322,10 @@ def test_round_trips_fast_path_and_per_pending_step(
     database: TestDatabase,
     proxy: FaultProxy,
     engines: list[sa.Engine],
-    url_driver: str,
 ) -> None:
     """Up to date costs one query; consecutive SQL steps one message (pipelined);
     counted at the proxy."""
-    settings = settings_for(proxy.url(database.name, driver=url_driver))
+    settings = settings_for(proxy.url(database.name))
     registry = StepRegistry()
     runner = runner_for(settings, registry, engines)
     runner.run()  # creates the ledger, warms the engine (dialect setup)

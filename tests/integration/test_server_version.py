@@ -34,24 +34,27 @@ def old_postgres() -> t.Iterator[Postgres]:
 
 
 @pytest.fixture
-def old_engine(old_postgres: Postgres) -> t.Iterator[sa.Engine]:
-    """Give the migration engine on PostgreSQL 11 (directly: no pooler needed)."""
-    engine = build_migration_engine(
-        MigrateSettings(database_uri=old_postgres.url("postgres"))
-    )
+def old_settings(old_postgres: Postgres, url_driver: str) -> MigrateSettings:
+    """Give settings for PostgreSQL 11, directly (no pooler needed), on each driver."""
+    return MigrateSettings(database_uri=old_postgres.url("postgres", driver=url_driver))
+
+
+@pytest.fixture
+def old_engine(old_settings: MigrateSettings) -> t.Iterator[sa.Engine]:
+    """Give the migration engine on PostgreSQL 11."""
+    engine = build_migration_engine(old_settings)
     yield engine
     engine.dispose()
 
 
 def test_a_run_on_postgresql_11_is_refused_before_writing(
-    old_postgres: Postgres, old_engine: sa.Engine
+    old_postgres: Postgres, old_settings: MigrateSettings, old_engine: sa.Engine
 ) -> None:
     """The run stops with one line naming the version; no ledger, no step applied."""
     registry = StepRegistry()
     registry.sql("0001_t", "CREATE TABLE t (id int)")
-    settings = MigrateSettings(database_uri=old_postgres.url("postgres"))
     with pytest.raises(UnsupportedServerError) as info:
-        Runner(settings, registry, old_engine).run([Phase.SCHEMA])
+        Runner(old_settings, registry, old_engine).run([Phase.SCHEMA])
     assert str(info.value).startswith("PostgreSQL 11.13 is not supported")
     assert "PostgreSQL 13 or newer" in str(info.value)
     tables = old_postgres.execute(
@@ -61,11 +64,10 @@ def test_a_run_on_postgresql_11_is_refused_before_writing(
 
 
 def test_doctor_on_postgresql_11_fails_the_server_check(
-    old_postgres: Postgres, old_engine: sa.Engine
+    old_settings: MigrateSettings, old_engine: sa.Engine
 ) -> None:
     """doctor's server check fails and says why."""
-    settings = MigrateSettings(database_uri=old_postgres.url("postgres"))
-    report = doctor(settings, old_engine)
+    report = doctor(old_settings, old_engine)
     server = next(c for c in report.checks if c.name == "server")
     assert not server.ok
     assert "PostgreSQL 11.13 is not supported" in server.detail

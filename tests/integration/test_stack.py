@@ -1,4 +1,8 @@
-"""The test stack itself: PostgreSQL, PgBouncer, and every FaultProxy feature."""
+"""The test stack itself: PostgreSQL, PgBouncer, and every FaultProxy feature.
+
+Pinned to psycopg2 (not run per driver): these test the servers and the proxy,
+through psycopg2 as a plain client; the product's drivers are tested elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import psycopg2.extensions
 import pytest
 import sqlalchemy as sa
 
+from .drivers import pinned_driver
 from .services import PG_PASSWORD
 from .services import FaultProxy
 from .services import PgBouncer
@@ -30,6 +35,8 @@ from .services import free_port
 from .services import reap
 from .services import wait_until
 from .services.proxy import start_tls
+
+url_driver = pinned_driver("psycopg2")
 
 
 def _fetch(conn: psycopg2.extensions.connection, sql: str) -> list[tuple[t.Any, ...]]:

@@ -88,6 +88,10 @@ class FaultProxy:
     Everything runs on an asyncio loop in one daemon thread; the public methods are
     thread-safe and take effect before they return. The proxy stops by itself after
     ``max_lifetime_seconds``.
+
+    :meth:`url` names ``driver`` (a SQLAlchemy driver name) unless told another: the
+    ``proxy`` fixture passes the test's ``url_driver``, so every client a test makes
+    from ``proxy.url()`` runs on the driver of the test's parametrization.
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class FaultProxy:
         seed: int = 0,
         max_lifetime_seconds: float = 900.0,
         host: str = LOCALHOST,
+        driver: str = "postgresql+psycopg2",
     ) -> None:
         if terminate_tls and (cert_file is None or key_file is None):
             raise ValueError("terminate_tls needs cert_file and key_file")
@@ -109,6 +114,7 @@ class FaultProxy:
         self.upstream_port = upstream_port
         self.host = host
         self.port = 0
+        self.driver = driver
         self.terminate_tls = terminate_tls
         self.upstream_tls = upstream_tls
         self.max_lifetime_seconds = max_lifetime_seconds
@@ -247,12 +253,13 @@ class FaultProxy:
         """Whether the proxy thread is alive."""
         return self._thread is not None and not self._stopped.is_set()
 
-    def url(self, dbname: str, *, driver: str = "postgresql+psycopg2") -> str:
-        """Return a SQLAlchemy URL to ``dbname`` through the proxy (TLS required)."""
+    def url(self, dbname: str, *, driver: str | None = None) -> str:
+        """Return a SQLAlchemy URL to ``dbname`` through the proxy (TLS required), on
+        ``driver`` (default: the proxy's :attr:`driver`)."""
         return make_url(
             self.port,
             dbname,
-            driver=driver,
+            driver=driver or self.driver,
             password=PG_PASSWORD,
             query={"sslmode": "require"},
         )
