@@ -359,12 +359,14 @@ class Ledger:
 
     def lock_checkpoint_sql(self, step_id: str, *, batches: int, into: str) -> str:
         """PL/pgSQL: lock a running step's row if it has recorded ``batches``
-        batches, and read its checkpoint (text), last batch size and last batch
-        seconds into the variables ``into`` (three, comma-separated); ``FOUND``
+        batches, and read its checkpoint (text), last batch size, last batch
+        seconds and key spread (key values per key in the last batch, NULL when
+        unknown) into the variables ``into`` (four, comma-separated); ``FOUND``
         says whether it was locked."""
         return (
             "SELECT progress->>'last', (progress->>'batch_size')::bigint, "
-            f"(progress->>'last_batch_seconds')::float8 INTO {into} "
+            "(progress->>'last_batch_seconds')::float8, "
+            f"(progress->>'spread')::float8 INTO {into} "
             f"FROM {self.qualified} "
             f"WHERE step_id = {literal(step_id)} AND state = 'running' AND "
             f"coalesce((progress->>'batches')::bigint, 0) = {int(batches)} FOR UPDATE"
@@ -380,12 +382,14 @@ class Ledger:
         seconds: str,
         batch_size: int | str,
         extra: t.Mapping[str, str] | None = None,
+        done: str | None = None,
     ) -> str:
         """Record one batch: SQL expressions for its last key (NULL: nothing was
-        left, the step is applied), keys covered, rows updated, seconds, and its
-        size (a number or an expression)."""
+        left), keys covered, rows updated, seconds, its size (a number or an
+        expression), and whether the step is now applied (by default when
+        nothing was left)."""
         fields = "".join(f"{literal(k)}, {v}, " for k, v in (extra or {}).items())
-        done = f"{last} IS NULL"
+        done = done or f"{last} IS NULL"
         return (
             f"UPDATE {self.qualified} SET progress = progress || jsonb_build_object("
             f"'last', coalesce({last}::text, progress->>'last'), "

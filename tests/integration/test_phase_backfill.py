@@ -71,10 +71,20 @@ def make_items(db: TestDatabase, rows: int) -> None:
     conn.close()
 
 
-def registry() -> StepRegistry:
+def registry(keys: str = "where") -> StepRegistry:
+    """The backfill of ``items.v``: with ``where=`` (each batch walks the index
+    for its keys), or ``"dense"``: without, and not idempotent, so a batch run
+    twice shows in ``v`` (batches over dense keys take key ranges, no walk)."""
     reg = StepRegistry()
-    reg.backfill(STEP, table="items", set="v = id * 2", where="v IS NULL")
+    if keys == "dense":
+        reg.backfill(STEP, table="items", set="v = coalesce(v, 0) + id * 2")
+    else:
+        reg.backfill(STEP, table="items", set="v = id * 2", where="v IS NULL")
     return reg
+
+
+#: Both ways a batch finds its keys (see registry()).
+BATCH_KEYS = pytest.mark.parametrize("keys", ["where", "dense"])
 
 
 def assert_each_row_updated_once(db: TestDatabase, rows: int) -> None:
@@ -164,7 +174,7 @@ _CHILD = textwrap.dedent(
     settings = MigrateSettings(
         database_uri=sys.argv[1], retry_backoff_seconds=0.02,
         retry_backoff_max_seconds=0.3, retry_max_attempts=30,
-        backfill_batch_seconds=0.05, backfill_pause_seconds=0.02,
+        backfill_batch_seconds=0.01, backfill_pause_seconds=0.02,
     )
     engine = build_migration_engine(settings)
     Runner(settings, reg, engine).run([Phase.BACKFILL])
@@ -236,11 +246,13 @@ def test_million_row_backfill_killed_ten_times_updates_every_row_once(
     assert progress["updated"] == rows
 
 
+@BATCH_KEYS
 def test_lost_batch_replies_and_connection_chaos_update_each_row_once(
     database: TestDatabase,
     proxy: FaultProxy,
     proxy_url: str,
     engines: list[sa.Engine],
+    keys: str,
 ) -> None:
     """The reply of every 3rd batch is lost after it committed, and connections die
     every 0.3-0.9 s: the runner re-reads its checkpoint and nothing runs twice."""
@@ -256,7 +268,7 @@ def test_lost_batch_replies_and_connection_chaos_update_each_row_once(
     trap = EveryThird("$safe_migrate_batch$")
     proxy.drop_reply(trap)
     proxy.chaos(0.3, 0.9)
-    report = runner_for(settings, registry(), engines).run([Phase.BACKFILL])
+    report = runner_for(settings, registry(keys), engines).run([Phase.BACKFILL])
     proxy.chaos_off()
     proxy.drop_commit_reply_off()
     assert [o.status for o in report.outcomes] == ["applied"]
@@ -357,13 +369,14 @@ def test_max_seconds_stops_at_a_checkpoint_and_the_next_run_resumes(
     assert third.up_to_date
 
 
+@BATCH_KEYS
 def test_two_runners_at_once_share_the_batches(
-    database: TestDatabase, pgbouncer: t.Any, engines: list[sa.Engine]
+    database: TestDatabase, pgbouncer: t.Any, engines: list[sa.Engine], keys: str
 ) -> None:
     rows = 100_000
     make_items(database, rows)
     settings = settings_for(database.bouncer_url, backfill_batch_size=1000)
-    runners = [runner_for(settings, registry(), engines) for _ in range(2)]
+    runners = [runner_for(settings, registry(keys), engines) for _ in range(2)]
     results: list[str] = []
 
     def run(runner: Runner) -> None:
@@ -459,19 +472,21 @@ def test_missing_table_fails_naming_the_step(
         runner_for(settings_for(proxy_url), registry(), engines).run([Phase.BACKFILL])
 
 
+@BATCH_KEYS
 def test_each_batch_costs_one_round_trip(
     database: TestDatabase,
     proxy: FaultProxy,
     proxy_url: str,
     engines: list[sa.Engine],
+    keys: str,
 ) -> None:
     """Counted at the proxy: a run reads the ledger (1), starts the step (1), then
     sends one message per BATCHES_PER_MESSAGE batches (each its own transaction),
-    the last batch of which finds nothing left."""
+    the last batch of which reaches the last key."""
     rows = 30_000
     make_items(database, rows)
     runner = runner_for(
-        settings_for(proxy_url, backfill_batch_size=500), registry(), engines
+        settings_for(proxy_url, backfill_batch_size=100), registry(keys), engines
     )
     runner.ensure_ledger()  # also pays the engine's first-connect queries
     proxy.reset_counters()
@@ -575,6 +590,42 @@ def test_backfill_counts_stay_within_the_keys_that_exist(
     assert database.scalar(
         f"SELECT %s::{key_type} = max(k) FROM keyed", (progress["last"],)
     ), f"checkpoint {progress['last']} is not the max key {max(keys)}"
+
+
+def test_no_batch_updates_more_rows_than_its_size(
+    database: TestDatabase, proxy_url: str, engines: list[sa.Engine]
+) -> None:
+    """Dense keys, a sparse stretch (one key in 997 values), dense keys again:
+    where the keys are dense a batch takes the next n key values instead of
+    walking the index for n keys, so it never holds more rows than its size,
+    even right after the sparse stretch (sizes start at 50 and at most double
+    from one batch to the next). Every row is updated once; counts are exact."""
+    keys = [*range(1, 3001), *range(10_000, 1_000_000, 997)]
+    keys += range(2_000_000, 2_005_000)
+    keyed_table(database, "bigint", keys)
+    database.postgres.execute(
+        "CREATE TABLE batch_rows (id serial PRIMARY KEY, n bigint);"
+        "CREATE FUNCTION count_rows() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "INSERT INTO batch_rows (n) SELECT count(*) FROM changed; RETURN NULL; END $$;"
+        "CREATE TRIGGER keyed_rows AFTER UPDATE ON keyed REFERENCING NEW TABLE AS "
+        "changed FOR EACH STATEMENT EXECUTE FUNCTION count_rows()",
+        dbname=database.name,
+    )
+    reg = StepRegistry()
+    reg.backfill("0001_keyed_v", table="keyed", key="k", set="v = coalesce(v, 0) + 1")
+    settings = settings_for(proxy_url, backfill_batch_size=50)
+    report = runner_for(settings, reg, engines).run([Phase.BACKFILL])
+    assert [o.status for o in report.outcomes] == ["applied"]
+    sizes = [n for (n,) in database.query("SELECT n FROM batch_rows ORDER BY id")]
+    assert sum(sizes) == len(keys)
+    assert all(n <= 50 * 2**i for i, n in enumerate(sizes)), sizes
+    assert database.query("SELECT count(*), min(v), max(v) FROM keyed") == [
+        (len(keys), 1, 1)
+    ]
+    progress = database.scalar(
+        "SELECT progress FROM safe_migrate_ledger WHERE step_id = '0001_keyed_v'"
+    )
+    assert (progress["scanned"], progress["updated"]) == (len(keys), len(keys))
 
 
 def test_backfill_of_an_empty_table_counts_nothing(
