@@ -15,8 +15,8 @@ combos=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do combos+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
 if [ ${#combos[@]} -eq 0 ]; then
-  combos=(13:pgbouncer-transaction 17:pgbouncer-transaction 15:pgbouncer-session
-          15:pgpool 15:direct 16:pgpool 13:direct 17:pgpool)
+  combos=(13:pgbouncer-transaction 14:pgbouncer-transaction 17:pgbouncer-transaction
+          18:pgbouncer-transaction 15:pgbouncer-session 15:pgpool 16:pgpool 15:direct)
 fi
 
 bash scripts/bootstrap.sh
