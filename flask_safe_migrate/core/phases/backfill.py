@@ -543,10 +543,14 @@ class BackfillPhase(PhaseRunner):
             f"{where};\nGET DIAGNOSTICS _sm_n = ROW_COUNT;\n"
         )
         walked = "_sm_done := _sm_hi IS NULL OR _sm_c < _sm_size;\n"
-        if run.key_type not in _INTEGER_TYPES or where or not run.unique_key:
-            return f"{walk}{walked}IF _sm_hi IS NOT NULL THEN\n{update}END IF;"
+        walked_batch = f"{walk}{walked}IF _sm_hi IS NOT NULL THEN\n{update}END IF;"
+        if run.key_type not in _INTEGER_TYPES:
+            return walked_batch
+        # The max key: the cap of a range of values, and the progress's key_max.
+        top = f"_sm_max := (SELECT max({key}) FROM {table});\n"
+        if where or not run.unique_key:
+            return f"{top}{walked_batch}"
         span = (
-            f"_sm_max := (SELECT max({key}) FROM {table});\n"
             f"IF _sm_max IS NULL OR _sm_max <= {last} THEN _sm_hi := NULL; "
             f"ELSE _sm_hi := least(_sm_max, {last}::numeric + _sm_size); END IF;\n"
             "_sm_done := _sm_hi IS NULL OR _sm_hi >= _sm_max;\n"
@@ -556,7 +560,7 @@ class BackfillPhase(PhaseRunner):
             "/ nullif(_sm_c, 0)"
         )
         return (
-            "IF _sm_last IS NULL OR coalesce(_sm_spread > "
+            f"{top}IF _sm_last IS NULL OR coalesce(_sm_spread > "
             f"{DENSE_SPREAD}, true) THEN\n{walk}{walked}"
             f"ELSE\n{span}END IF;\n"
             f"IF _sm_hi IS NOT NULL THEN\n{update}_sm_c := _sm_n;\n"
@@ -564,16 +568,13 @@ class BackfillPhase(PhaseRunner):
         )
 
     def _key_range(self, run: _Run, last: str) -> dict[str, str]:
-        """Integer keys also record the key range, for the done fraction."""
+        """Integer keys also record the key range (the max read by the batch's
+        :meth:`_range_sql`), for the done fraction, and the key spread."""
         if run.key_type not in _INTEGER_TYPES:
             return {}
-        table, key = (
-            quote_name(run.step.options["table"]),
-            quote_ident(run.step.options["key"]),
-        )
         return {
             "spread": "_sm_spread",
-            "key_max": f"(SELECT max({key}) FROM {table})",
+            "key_max": "_sm_max",
             "key_min": "coalesce(progress->'key_min', "
             f"to_jsonb(coalesce({last}, _sm_first - 1)))",
         }
@@ -689,19 +690,21 @@ def _table_facts(table: str, key: str) -> list[str]:
     whether a unique index (not partial) is on ``key`` alone."""
     regclass = f"to_regclass({literal(quote_name(table))})"
     name = literal(key)
+    # The table's indexes whose first column is ``key``.
+    indexes = (
+        "SELECT 1 FROM pg_index i JOIN pg_attribute a "
+        "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+        f"WHERE i.indrelid = {regclass} AND a.attname = {name}"
+    )
     return [
         f"{regclass} IS NOT NULL",
         "(SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
         f"WHERE a.attrelid = {regclass} AND a.attname = {name} "
         "AND NOT a.attisdropped)",
         f"(SELECT c.reltuples::bigint FROM pg_class c WHERE c.oid = {regclass})",
-        "EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a "
-        "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
-        f"WHERE i.indrelid = {regclass} AND a.attname = {name})",
-        "EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a "
-        "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
-        f"WHERE i.indrelid = {regclass} AND a.attname = {name} AND i.indisunique "
-        "AND i.indnkeyatts = 1 AND i.indpred IS NULL)",
+        f"EXISTS ({indexes})",
+        f"EXISTS ({indexes} AND i.indisunique AND i.indnkeyatts = 1 "
+        "AND i.indpred IS NULL)",
     ]
 
 
